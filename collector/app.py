@@ -1,0 +1,243 @@
+"""Assembly and lifecycle: pollers and dispatchers in one task group, and the shutdown choreography.
+
+On SIGTERM/SIGINT: stop fetching (a page being committed either lands whole or not at all), let the
+sinks drain what is spooled for up to ``shutdown_grace_secs``, log one summary line, exit 0. A
+second signal stops at once; the spool still holds everything not delivered.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import anyio
+
+from collector import __version__
+from collector.auth import make_authenticator
+from collector.client import MimecastClient, tls_setting
+from collector.config.model import Config
+from collector.dispatcher import Dispatcher, SpoolSignal
+from collector.errors import SinkError, StoreError
+from collector.logs import get_logger, register_secret
+from collector.pacer import PacerRegistry
+from collector.poller import Poller, StreamSpec
+from collector.sinks import create_sink
+from collector.store import Store
+from collector.telemetry import Telemetry
+from collector.timeutil import iso
+
+EXIT_OK = 0
+EXIT_STREAM_FAILED = 1
+EXIT_SOFTWARE = 70
+EXIT_CANTCREAT = 73
+EXIT_IOERR = 74
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    failed_streams: list[str] = field(default_factory=list)
+
+
+class StateLock:
+    """An exclusive lock beside the state file: one collector (or reset) per state at a time."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("ab")
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StoreError(
+                f"another collector is using {self.path.with_suffix('')}; stop it first (state lock held)"
+            ) from None
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def register_config_secrets(config: Config) -> None:
+    """Every secret in the config is masked in logs from now on."""
+    for account in config.accounts:
+        for value in (account.access_key, account.secret_key, account.app_key, account.client_secret):
+            if value is not None:
+                register_secret(value.reveal())
+
+
+class Collector:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        once: bool = False,
+        handle_signals: bool = True,
+        telemetry: Telemetry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.once = once
+        self.handle_signals = handle_signals
+        self.telemetry = telemetry or Telemetry()
+        self.clock = clock
+        self.pollers: list[Poller] = []
+        self.dispatchers: list[Dispatcher] = []
+        self.ready = anyio.Event()
+        self._stop_requested = anyio.Event()
+        self._log = get_logger()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self) -> RunResult:
+        register_config_secrets(self.config)
+        lock = StateLock(self.config.state.path)
+        lock.acquire()
+        try:
+            store = await Store.open(self.config.state.path, synchronous=self.config.state.synchronous)
+            try:
+                return await self._run_with(store)
+            finally:
+                await store.close()
+        finally:
+            lock.release()
+
+    async def _run_with(self, store: Store) -> RunResult:
+        signal_ = SpoolSignal()
+        sinks = []
+        for settings in self.config.sinks:
+            sink = create_sink(settings)
+            try:
+                await sink.open()
+            except SinkError as error:
+                raise StoreError(f"sink {settings.name!r} cannot start: {error}") from None
+            sinks.append((settings, sink))
+        names = [s.name for s, _ in sinks]
+        self.dispatchers = [
+            Dispatcher(settings, sink, store, self.telemetry, signal_, all_sinks=names) for settings, sink in sinks
+        ]
+        connector = aiohttp.TCPConnector(limit=64, ttl_dns_cache=300)
+        headers = {"User-Agent": f"mimecast-collector/{__version__}"}
+        try:
+            async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+                self.pollers = self._pollers(session, store, signal_)
+                return await self._supervise()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for _, sink in sinks:
+                    await sink.close()
+
+    def _pollers(self, session: aiohttp.ClientSession, store: Store, signal_: SpoolSignal) -> list[Poller]:
+        pacers = PacerRegistry()
+        pollers = []
+        now = int(self.clock())
+        for account in self.config.accounts:
+            timeout = aiohttp.ClientTimeout(
+                total=account.request_timeout_secs, sock_connect=account.connect_timeout_secs
+            )
+            auth = make_authenticator(account, session, timeout=timeout, ssl=tls_setting(account), proxy=account.proxy)
+            client = MimecastClient(account, session, auth, pacers, self.telemetry)
+            for spec in StreamSpec.for_account(account):
+                pollers.append(
+                    Poller(
+                        spec,
+                        client,
+                        store,
+                        self.telemetry,
+                        on_commit=signal_.notify,
+                        once_until=now - account.lag_secs if self.once else None,
+                        dedup_retention_secs=self.config.state.dedup_retention_secs,
+                        clock=self.clock,
+                    )
+                )
+        return pollers
+
+    async def _supervise(self) -> RunResult:
+        results: dict[str, bool] = {}
+        collection_done = anyio.Event()
+        collection, delivery = anyio.CancelScope(), anyio.CancelScope()
+        self._log.info(
+            "collector_started",
+            version=__version__,
+            streams=[p.spec.name for p in self.pollers],
+            sinks=[d.settings.name for d in self.dispatchers],
+            mode="once" if self.once else "daemon",
+        )
+
+        async def collect() -> None:
+            with collection:
+                async with anyio.create_task_group() as tg:
+                    for poller in self.pollers:
+                        tg.start_soon(self._run_poller, poller, results)
+            collection_done.set()  # dispatchers now drain what is spooled, then return
+
+        async def stop_on_request() -> None:
+            await self._stop_requested.wait()
+            grace = self.config.service.shutdown_grace_secs
+            self._log.info("shutdown_started", grace_secs=grace)
+            collection.cancel()
+            delivery.deadline = anyio.current_time() + grace
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(collect)
+            outer.start_soon(stop_on_request)
+            if self.handle_signals:
+                outer.start_soon(self._signals, delivery)
+            self.ready.set()
+            with delivery:
+                async with anyio.create_task_group() as tg:
+                    for dispatcher in self.dispatchers:
+                        tg.start_soon(functools.partial(dispatcher.run, until_drained=collection_done))
+            outer.cancel_scope.cancel()
+        failed = sorted(name for name, ok in results.items() if not ok)
+        self._summary(failed, drained=not delivery.cancel_called)
+        return RunResult(EXIT_STREAM_FAILED if failed else EXIT_OK, failed)
+
+    async def _run_poller(self, poller: Poller, results: dict[str, bool]) -> None:
+        results[poller.spec.name] = await poller.run()
+
+    async def _signals(self, delivery: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            count = 0
+            async for signum in received:
+                count += 1
+                if count == 1:
+                    self._log.info("signal_received", signal=signal.Signals(signum).name)
+                    self.request_stop()
+                else:
+                    self._log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
+                    delivery.cancel()
+
+    def _summary(self, failed: list[str], *, drained: bool) -> None:
+        t = self.telemetry
+        positions: dict[str, Any] = {
+            p.spec.name: iso(p.state.window_start) for p in self.pollers if p.state is not None
+        }
+        self._log.info(
+            "collector_stopped",
+            events_fetched=int(t.total(t.events_fetched)),
+            events_spooled=int(t.total(t.events_spooled)),
+            events_delivered={d.settings.name: d.delivered for d in self.dispatchers},
+            positions=positions,
+            failed_streams=failed,
+            drained=drained,
+            pid=os.getpid(),
+        )

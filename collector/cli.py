@@ -1,0 +1,156 @@
+"""Command line: run, validate, status, reset. Config mistakes exit 78 with one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from collector import __version__
+from collector.app import EXIT_IOERR, EXIT_SOFTWARE, Collector, StateLock
+from collector.config import Config, load_config
+from collector.config.model import DAY
+from collector.errors import ConfigError, StoreError
+from collector.logs import LEVELS, configure_logging, get_logger
+from collector.logtypes import LOG_TYPES
+from collector.status import render_status, status_report
+from collector.store import Store
+from collector.timeutil import iso, parse_config_time
+
+EX_USAGE = 64
+EX_CONFIG = 78
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS, help="default: info")
+    common.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=argparse.SUPPRESS,
+        help="auto: console on a terminal, JSON lines otherwise",
+    )
+    with_config = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_config.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+
+    parser = argparse.ArgumentParser(
+        prog="mimecast-collector",
+        parents=[common],
+        description="Collect Mimecast security logs and deliver them to a SIEM.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[with_config], help="collect and deliver (daemon)")
+    run.add_argument("--once", action="store_true", help="collect up to now - lag, deliver everything, exit")
+    commands.add_parser("validate", parents=[with_config], help="check the config; exit 78 if it is wrong")
+    status = commands.add_parser("status", parents=[with_config], help="stream positions and sink backlogs")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    reset = commands.add_parser("reset", parents=[with_config], help="rewind a stream (collector stopped)")
+    reset.add_argument("--stream", required=True, choices=tuple(LOG_TYPES), help="log type to rewind")
+    reset.add_argument("--account", help="account name (default: every account that has the stream)")
+    reset.add_argument("--start", help="ISO 8601 time to restart from (default: the account's start or 24 h ago)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "auto"))
+    handler = {"run": _run, "validate": _validate, "status": _status, "reset": _reset}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as error:
+        print(f"mimecast-collector: config error: {error}", file=sys.stderr)
+        return EX_CONFIG
+    except StoreError as error:
+        print(f"mimecast-collector: state error: {error}", file=sys.stderr)
+        return EXIT_IOERR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace, *, resolve_secrets: bool = True) -> Config:
+    return load_config(args.config, resolve_secrets=resolve_secrets)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    streams = sum(len(a.streams) for a in config.accounts)
+    print(f"config OK: {len(config.accounts)} account(s), {streams} stream(s), {len(config.sinks)} sink(s)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    collector = Collector(config, once=args.once)
+    try:
+        result = anyio.run(collector.run)
+    except BaseExceptionGroup as group:
+        store_errors = group.subgroup(StoreError)
+        if store_errors is not None:
+            raise _first(store_errors) from None
+        get_logger().error("collector_crashed", exc_info=group)
+        return EXIT_SOFTWARE
+    return result.exit_code
+
+
+def _first(group: BaseExceptionGroup[StoreError]) -> StoreError:
+    for exc in group.exceptions:
+        return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    raise AssertionError("empty exception group")
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _load(args, resolve_secrets=False)
+
+    async def collect() -> str:
+        store = await Store.open(config.state.path, read_only=True)
+        try:
+            report = await status_report(config, store, now=time.time())
+        finally:
+            await store.close()
+        return render_status(report, as_json=args.json)
+
+    print(anyio.run(collect))
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    config = _load(args, resolve_secrets=False)
+    accounts = [a for a in config.accounts if args.stream in a.streams and args.account in (None, a.name)]
+    if not accounts:
+        raise ConfigError(
+            "--account" if args.account else "--stream",
+            f"no account {args.account or ''} collects {args.stream}".replace("  ", " "),
+            "name an account from the config whose streams include it",
+        )
+    start: int | None = None
+    if args.start is not None:
+        try:
+            start = parse_config_time(args.start)
+        except ValueError:
+            raise ConfigError(
+                "--start", f"{args.start!r} is not a timestamp", 'use ISO 8601, e.g. "2026-11-01T00:00:00Z"'
+            ) from None
+    lock = StateLock(config.state.path)
+    lock.acquire()
+
+    async def rewind() -> None:
+        store = await Store.open(config.state.path, synchronous=config.state.synchronous)
+        try:
+            for account in accounts:
+                position = start if start is not None else (account.start_secs or int(time.time()) - DAY)
+                await store.reset_stream(account.name, args.stream, position)
+                print(f"{account.name}/{args.stream}: next run starts at {iso(position)}")
+        finally:
+            await store.close()
+
+    try:
+        anyio.run(rewind)
+    finally:
+        lock.release()
+    return 0

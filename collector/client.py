@@ -1,0 +1,265 @@
+"""The Mimecast API client: one paced, authenticated, classified, retried POST per page.
+
+Only fatal errors leave :meth:`MimecastClient.fetch_page`; everything else is retried here with
+exponential backoff and jitter, without limit, so a page is never skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+
+from collector.auth import Authenticator
+from collector.config.model import AccountConfig
+from collector.errors import FAIL_CODE_ACTIONS, Action, ApiError, Rule, rule_for_exception, rule_for_status
+from collector.limiter import PacingModel
+from collector.logs import get_logger, redact
+from collector.pacer import Pacer, PacerRegistry
+from collector.telemetry import Telemetry
+
+BACKOFF_BASE_SECS = 0.5
+THROTTLE_LOG_EVERY_SECS = 60.0
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[Any]
+    next_token: str | None
+
+
+def request_body(data: Mapping[str, Any], page_size: int, page_token: str | None) -> bytes:
+    pagination: dict[str, Any] = {"pageSize": page_size}
+    if page_token:
+        pagination["pageToken"] = page_token
+    return orjson.dumps({"meta": {"pagination": pagination}, "data": [data]})
+
+
+def parse_answer(status: int, raw: bytes, array_key: str, *, oauth2: bool) -> Page:
+    """Check one answer: HTTP status, ``fail[]`` (even on 200), and the shape of ``data``."""
+    doc = _loads(raw)
+    failure = _first_failure(doc)
+    if status != 200 or failure is not None:
+        code, message, retryable = failure or (None, f"HTTP {status}", None)
+        rule = _rule(status, code, retryable, oauth2=oauth2)
+        raise ApiError(rule.action, message, status=status, code=code, hint=rule.hint)
+    if not isinstance(doc, dict):
+        raise ApiError(Action.RETRY, "malformed answer: not a JSON object", status=status)
+    data = doc.get("data")
+    if not isinstance(data, list):
+        raise ApiError(Action.RETRY, "malformed answer: no data array", status=status)
+    records: list[Any] = []
+    for element in data:
+        found = element.get(array_key) if isinstance(element, dict) else None
+        if not isinstance(found, list):
+            raise ApiError(Action.RETRY, f"malformed answer: no {array_key!r} array in data", status=status)
+        records.extend(found)
+    pagination = doc.get("meta", {}).get("pagination") if isinstance(doc.get("meta"), dict) else None
+    next_token = pagination.get("next") if isinstance(pagination, dict) else None
+    return Page(records, next_token if isinstance(next_token, str) and next_token else None)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # invalid UTF-8 or numbers orjson refuses: the stdlib parser with replacement characters
+        return json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+
+
+def _first_failure(doc: Any) -> tuple[str | None, str, bool | None] | None:
+    fails = doc.get("fail") if isinstance(doc, dict) else None
+    if not isinstance(fails, list) or not fails:
+        return None
+    for fail in fails:
+        errors = fail.get("errors") if isinstance(fail, dict) else None
+        for error in errors if isinstance(errors, list) else []:
+            if isinstance(error, dict):
+                code = error.get("code")
+                retryable = error.get("retryable")
+                return (
+                    str(code) if code else None,
+                    str(error.get("message") or code or "API error")[:300],
+                    retryable if isinstance(retryable, bool) else None,
+                )
+    return None, "API reported a failure without details", None
+
+
+def _rule(status: int, code: str | None, retryable: bool | None, *, oauth2: bool) -> Rule:
+    if status == 401 and oauth2:
+        return rule_for_status(status, oauth2=True)
+    if code is not None and code in FAIL_CODE_ACTIONS:
+        return FAIL_CODE_ACTIONS[code]
+    if retryable:
+        return Rule(Action.RETRY)
+    if status == 200:  # a failure inside a 200 that the API says will not go away by retrying
+        return Rule(Action.FATAL, "the API refused the request; check the stream's options")
+    return rule_for_status(status)
+
+
+class MimecastClient:
+    def __init__(
+        self,
+        account: AccountConfig,
+        session: aiohttp.ClientSession,
+        auth: Authenticator,
+        pacers: PacerRegistry,
+        telemetry: Telemetry,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.account = account
+        self._session = session
+        self._auth = auth
+        self._pacers = pacers
+        self._telemetry = telemetry
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._timeout = aiohttp.ClientTimeout(
+            total=account.request_timeout_secs, sock_connect=account.connect_timeout_secs
+        )
+        self._ssl = tls_setting(account)
+        self._throttle_logged: dict[str, float] = {}
+        self._throttle_suppressed: dict[str, int] = {}
+        self._log = get_logger(account=account.name)
+
+    def pacer(self, path: str) -> Pacer:
+        return self._pacers.get(
+            self.account.credential_id,
+            path,
+            lambda: Pacer(PacingModel(max_requests_per_minute=self.account.max_requests_per_minute)),
+        )
+
+    async def fetch_page(
+        self,
+        stream: str,
+        path: str,
+        array_key: str,
+        data: Mapping[str, Any],
+        *,
+        page_size: int,
+        page_token: str | None,
+        on_retry: Callable[[ApiError], Awaitable[None]] | None = None,
+    ) -> Page:
+        """One page; retries everything that is not fatal. Raises :class:`ApiError` (fatal only)."""
+        body = request_body(data, page_size, page_token)
+        attempt, refreshed = 0, False
+        while True:
+            try:
+                return await self._attempt(stream, path, array_key, body)
+            except ApiError as error:
+                if error.action is Action.FATAL or (error.action is Action.AUTH_REFRESH and refreshed):
+                    if error.action is Action.AUTH_REFRESH:
+                        error = ApiError(
+                            Action.FATAL,
+                            str(error),
+                            status=error.status,
+                            code=error.code,
+                            hint="a freshly issued OAuth2 token was rejected; check the app's permissions",
+                        )
+                    raise error from None
+                if error.action is Action.AUTH_REFRESH:
+                    refreshed = True
+                    self._auth.invalidate()
+                    self._log.info("oauth_token_rejected", stream=stream, path=path)
+                    continue
+                if error.action is Action.RATE_LIMITED:
+                    self._report_throttle(stream, path, error)
+                    continue  # the pacer keeps the gate shut until the reset has passed
+                attempt += 1
+                delay = min(self.account.retry_max_secs, BACKOFF_BASE_SECS * 2 ** (attempt - 1))
+                delay *= self._rng.uniform(0.5, 1.0)
+                self._telemetry.api_retries.labels(self.account.name, path).inc()
+                self._log.warning(
+                    "api_retry",
+                    stream=stream,
+                    path=path,
+                    attempt=attempt,
+                    delay_secs=round(delay, 2),
+                    error=redact(error.summary()),
+                )
+                if on_retry is not None:
+                    await on_retry(error)
+                await self._sleep(delay)
+
+    async def _attempt(self, stream: str, path: str, array_key: str, body: bytes) -> Page:
+        async with self.pacer(path).slot(stream) as ticket:
+            # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
+            try:
+                headers = {"Content-Type": "application/json", "Accept": "application/json"}
+                headers.update(await self._auth.headers(path))
+            except Exception as exc:
+                ticket.abandon()
+                raise _classified(exc) from None
+            try:
+                async with self._session.post(
+                    f"{self.account.url}{path}",
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    ssl=self._ssl,
+                    proxy=self.account.proxy,
+                ) as response:
+                    raw = await response.read()
+                    status, answer_headers = response.status, response.headers
+            except Exception as exc:
+                ticket.done(None, {})
+                self._telemetry.api_calls.labels(self.account.name, path, "error").inc()
+                raise _classified(exc) from None
+            ticket.done(status, answer_headers)
+        self._telemetry.api_calls.labels(self.account.name, path, str(status)).inc()
+        remaining = answer_headers.get("x-ratelimit-remaining")
+        if remaining is not None and remaining.strip().isdigit():
+            self._telemetry.ratelimit_remaining.labels(self.account.name, path).set(int(remaining))
+        if status == 429:
+            self._telemetry.api_throttled.labels(self.account.name, path).inc()
+        return parse_answer(status, raw, array_key, oauth2=self._auth.oauth2)
+
+    def _report_throttle(self, stream: str, path: str, error: ApiError) -> None:
+        """At most one warning per endpoint per minute, however many calls were throttled."""
+        now = time.monotonic()
+        last = self._throttle_logged.get(path)
+        if last is not None and now - last < THROTTLE_LOG_EVERY_SECS:
+            self._throttle_suppressed[path] = self._throttle_suppressed.get(path, 0) + 1
+            return
+        model = self.pacer(path).model
+        self._log.warning(
+            "api_rate_limited",
+            stream=stream,
+            path=path,
+            throttled_since_last_report=self._throttle_suppressed.pop(path, 0) + 1,
+            wait_secs=round(max(0.0, model.gate_until - now), 2),
+            error=redact(error.summary()),
+        )
+        self._throttle_logged[path] = now
+
+
+def _classified(exc: Exception) -> ApiError:
+    """An exception as an :class:`ApiError`; unknown kinds propagate (they are bugs, not weather)."""
+    if isinstance(exc, ApiError):
+        return exc
+    rule = rule_for_exception(exc)
+    if rule is None:
+        raise exc
+    return ApiError(rule.action, f"{type(exc).__name__}: {exc}".strip(": ")[:300])
+
+
+def tls_setting(account: AccountConfig) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=`` value: verification on by default, an extra CA bundle if configured."""
+    if not account.verify_tls:
+        return False
+    if account.ca_file is not None:
+        return ssl.create_default_context(cafile=str(account.ca_file))
+    return True

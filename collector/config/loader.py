@@ -1,0 +1,198 @@
+"""Read a TOML file into a :class:`Config`, checking all of it before anything starts."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from collector.config.model import (
+    HMAC_REGIONS,
+    OAUTH2_REGIONS,
+    AccountConfig,
+    Config,
+    ServiceConfig,
+    StateConfig,
+    StreamOptions,
+)
+from collector.errors import ConfigError
+from collector.logtypes import LOG_TYPES, LogType
+from collector.options import Context, Spec, build, coerce, known_keys, reject_unknown
+from collector.sinks import SINK_TYPES
+from collector.sinks.base import SinkSettings
+from collector.timeutil import parse_config_time
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CREDENTIALS = {
+    "hmac": ("access_key", "secret_key", "app_id", "app_key"),
+    "oauth2": ("client_id", "client_secret"),
+}
+
+
+def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True) -> Config:
+    """Load and validate ``path``. ``resolve_secrets=False`` skips reading secrets (status, reset)."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            "--config", f"cannot read {path}: {reason}", "pass the path of a readable TOML file"
+        ) from None
+    try:
+        doc = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}", "correct the syntax at that line") from None
+    ctx = Context(
+        env=os.environ if env is None else env,
+        base_dir=path.parent.resolve(),
+        resolve_secrets=resolve_secrets,
+    )
+    reject_unknown(doc, ["state", "service", "accounts", "sinks"], "config")
+    return Config(
+        source=path,
+        state=build(StateConfig, _table(doc, "state", "state"), "state", ctx),
+        service=build(ServiceConfig, _table(doc, "service", "service"), "service", ctx),
+        accounts=tuple(_account(name, table, ctx) for name, table in _named_tables(doc, "accounts", "[accounts.acme]")),
+        sinks=tuple(_sink(name, table, ctx) for name, table in _named_tables(doc, "sinks", "[sinks.local]")),
+    )
+
+
+def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
+    where = f"accounts.{name}"
+    options = {k: v for k, v in table.items() if not (k in LOG_TYPES and isinstance(v, dict))}
+    stream_tables = {k: v for k, v in table.items() if k in LOG_TYPES and isinstance(v, dict)}
+    account = build(AccountConfig, options, where, ctx, name=name)
+    if len(set(account.streams)) != len(account.streams) or not account.streams:
+        raise ConfigError(
+            f"{where}.streams",
+            "must list each log type at most once, and at least one",
+            f"use some of: {', '.join(LOG_TYPES)}",
+        )
+    stream_options = {}
+    for log_name, sub in stream_tables.items():
+        if log_name not in account.streams:
+            raise ConfigError(
+                f"{where}.{log_name}",
+                "options given for a stream that is not enabled",
+                f"add {log_name!r} to {where}.streams or remove the table",
+            )
+        stream_options[log_name] = _stream_options(LOG_TYPES[log_name], sub, f"{where}.{log_name}", ctx)
+    start_secs = None
+    if account.start is not None:
+        try:
+            start_secs = parse_config_time(account.start)
+        except ValueError:
+            raise ConfigError(
+                f"{where}.start",
+                f"{account.start!r} is not a timestamp",
+                'use ISO 8601, e.g. "2026-11-01T00:00:00Z"',
+            ) from None
+    account = dataclasses.replace(account, start_secs=start_secs, stream_options=stream_options)
+    _check_endpoint(account, where)
+    if ctx.resolve_secrets:
+        _check_credentials(account, where)
+    return account
+
+
+def _stream_options(log_type: LogType, table: dict[str, Any], where: str, ctx: Context) -> StreamOptions:
+    plain = {k: v for k, v in table.items() if k not in log_type.filters}
+    reject_unknown(plain, known_keys(StreamOptions, skip=("filters",)) + list(log_type.filters), where)
+    filters: dict[str, Any] = {}
+    for key, spec in log_type.filters.items():
+        if key not in table:
+            continue
+        hint: Any = {"str": str, "bool": bool, "str_list": tuple[str, ...]}[spec.kind]
+        value = coerce(table[key], hint, f"{where}.{key}", Spec(choices=spec.choices), ctx)
+        filters[spec.request_field] = list(value) if isinstance(value, tuple) else value
+    return build(StreamOptions, plain, where, ctx, filters=filters)
+
+
+def _check_endpoint(account: AccountConfig, where: str) -> None:
+    if account.proxy is not None and urlsplit(account.proxy).scheme not in ("http", "https"):
+        raise ConfigError(f"{where}.proxy", "must be an http(s) URL", 'write e.g. "http://proxy:3128"')
+    if account.base_url:
+        parts = urlsplit(account.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{where}.base_url",
+                f"{account.base_url!r} is not an http(s) URL",
+                'write e.g. "https://eu-api.mimecast.com"',
+            )
+        return
+    regions = HMAC_REGIONS if account.auth == "hmac" else OAUTH2_REGIONS
+    if account.region is None:
+        raise ConfigError(
+            f"{where}.region",
+            "neither region nor base_url is set",
+            f"set region to one of: {', '.join(regions)}, or set base_url",
+        )
+    if account.region not in regions:
+        raise ConfigError(
+            f"{where}.region",
+            f"{account.region!r} is not a region for auth = {account.auth!r}",
+            f"use one of: {', '.join(regions)}, or set base_url",
+        )
+
+
+def _check_credentials(account: AccountConfig, where: str) -> None:
+    for name in _CREDENTIALS[account.auth]:
+        if getattr(account, name) is None:
+            raise ConfigError(
+                f"{where}.{name}",
+                f"missing for auth = {account.auth!r}",
+                f"set {name} (or {name}_file for secrets) in [{where}]",
+            )
+    other = "oauth2" if account.auth == "hmac" else "hmac"
+    for name in _CREDENTIALS[other]:
+        if getattr(account, name) is not None:
+            raise ConfigError(
+                f"{where}.{name}",
+                f"belongs to auth = {other!r}, but auth = {account.auth!r}",
+                f"remove {name} or set auth = {other!r}",
+            )
+    if account.auth == "hmac" and account.secret_key is not None:
+        try:
+            base64.b64decode(account.secret_key.reveal(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(
+                f"{where}.secret_key",
+                "is not valid base64",
+                "copy the secret key exactly as Mimecast issued it",
+            ) from None
+
+
+def _sink(name: str, table: dict[str, Any], ctx: Context) -> SinkSettings:
+    where = f"sinks.{name}"
+    sink_type = table.get("type")
+    if not isinstance(sink_type, str) or sink_type not in SINK_TYPES:
+        raise ConfigError(f"{where}.type", f"unknown sink type {sink_type!r}", f"use one of: {', '.join(SINK_TYPES)}")
+    rest = {k: v for k, v in table.items() if k != "type"}
+    return build(SINK_TYPES[sink_type].settings, rest, where, ctx, name=name, type=sink_type)
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(where, "must be a table", f"write it as [{where}]")
+    return value
+
+
+def _named_tables(doc: Mapping[str, Any], key: str, example: str) -> list[tuple[str, dict[str, Any]]]:
+    section = _table(doc, key, key)
+    if not section:
+        raise ConfigError(key, "none configured", f"add at least one table such as {example}")
+    out = []
+    for name, table in section.items():
+        if not _NAME.match(name):
+            raise ConfigError(f"{key}.{name}", "invalid name", "use letters, digits, '_', '-' or '.' (max 64)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}.{name}", "must be a table", f"write it as [{key}.{name}]")
+        out.append((name, table))
+    return out

@@ -1,0 +1,113 @@
+"""The typed, frozen configuration. Every option is declared here once, with its default and bounds.
+
+``config/collector.example.toml`` documents the same options for operators; a test keeps the two
+in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector.logtypes import LOG_TYPES
+from collector.options import Secret, option
+from collector.sinks.base import SinkSettings
+
+DAY = 86_400
+
+#: API 1.0 (HMAC) regional hosts.
+HMAC_REGIONS = {r: f"https://{r}-api.mimecast.com" for r in ("eu", "de", "us", "usb", "ca", "za", "au", "jer")}
+#: API 2.0 (OAuth2) hosts.
+OAUTH2_REGIONS = {
+    "global": "https://api.services.mimecast.com",
+    "uk": "https://uk-api.services.mimecast.com",
+    "us": "https://us-api.services.mimecast.com",
+}
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path = option(Path("/var/lib/mimecast-collector/collector.db"), doc="SQLite state and spool")
+    dedup_retention_secs: int = option(
+        3600, min=0, max=30 * DAY, doc="keep dedup keys this long past the overlap they guard"
+    )
+    synchronous: str = option("normal", choices=("normal", "full"), doc="SQLite synchronous mode")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    shutdown_grace_secs: float = option(30.0, min=0, max=3600, doc="time sinks get to drain on SIGTERM")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Per-stream overrides: ``[accounts.<name>.<log type>]``."""
+
+    page_size: int | None = option(None, min=1, max=1000, doc="records asked for per page")
+    path: str | None = option(None, doc="endpoint path override")
+    filters: dict[str, Any] = field(default_factory=dict)  # request field -> value, checked per log type
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    auth: str = option(choices=("hmac", "oauth2"), doc="hmac (API 1.0) or oauth2 (API 2.0)")
+    region: str | None = option(None, doc="region name; base_url wins when both are set")
+    base_url: str | None = option(None, doc="full API base URL")
+    access_key: Secret | None = option(None, secret=True)
+    secret_key: Secret | None = option(None, secret=True)
+    app_id: str | None = option(None)
+    app_key: Secret | None = option(None, secret=True)
+    client_id: str | None = option(None)
+    client_secret: Secret | None = option(None, secret=True)
+    streams: tuple[str, ...] = option(tuple(LOG_TYPES), choices=tuple(LOG_TYPES))
+    start: str | None = option(None, doc="where a stream with no saved position begins (default: 24 h ago)")
+    poll_interval_secs: float = option(60.0, min=1, max=DAY)
+    lag_secs: int = option(60, min=0, max=DAY, doc="how far behind now a window ends")
+    overlap_secs: int = option(5, min=0, max=3600, doc="how far each query reaches back before its window")
+    max_window_secs: int = option(21_600, min=60, max=7 * DAY, doc="longest window during a backfill")
+    page_size: int = option(500, min=1, max=1000)
+    verify_tls: bool = option(True)
+    ca_file: Path | None = option(None, doc="extra CA bundle for TLS verification")
+    proxy: str | None = option(None, doc="HTTP(S) proxy URL")
+    request_timeout_secs: float = option(120.0, min=1, max=3600)
+    connect_timeout_secs: float = option(15.0, min=1, max=600)
+    retry_max_secs: float = option(60.0, min=1, max=3600, doc="longest backoff between retries")
+    fatal_retry_secs: float = option(900.0, min=5, max=DAY, doc="wait before retrying a stream after a fatal error")
+    max_requests_per_minute: float | None = option(
+        None, min=0.1, max=100_000, doc="ceiling per endpoint, whatever the headers say"
+    )
+    start_secs: int | None = None  # parsed `start`, filled in by the loader
+    stream_options: dict[str, StreamOptions] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The base URL to call, without a trailing slash."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        regions = HMAC_REGIONS if self.auth == "hmac" else OAUTH2_REGIONS
+        return regions[self.region or ""]
+
+    @property
+    def credential_id(self) -> str:
+        """Identifies a rate-limit bucket owner without revealing a secret."""
+        who = self.client_id if self.auth == "oauth2" else (self.access_key.reveal() if self.access_key else "")
+        digest = hashlib.sha256(f"{self.url}|{who}".encode()).hexdigest()[:16]
+        return f"{self.auth}:{digest}"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    state: StateConfig
+    service: ServiceConfig
+    accounts: tuple[AccountConfig, ...]
+    sinks: tuple[SinkSettings, ...]
+
+    def account(self, name: str) -> AccountConfig:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)

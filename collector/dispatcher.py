@@ -1,0 +1,126 @@
+"""Delivery: each sink reads the spool from its own offset, sends a batch, and only then saves it.
+
+A crash between a successful send and the offset save repeats that one batch (at-least-once); a
+failing sink retries with backoff while the spool keeps its data, and never holds up the others.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from collector.encoders import ENCODERS
+from collector.errors import SinkError
+from collector.logs import get_logger, redact
+from collector.sinks.base import OutEvent, Sink, SinkSettings
+from collector.store import Store
+from collector.telemetry import Telemetry
+
+IDLE_POLL_SECS = 1.0
+BACKOFF_BASE_SECS = 0.5
+
+
+class SpoolSignal:
+    """Wakes idle dispatchers when new events are committed."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self, at_most_secs: float) -> None:
+        event = self._event
+        with anyio.move_on_after(at_most_secs):
+            await event.wait()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: SinkSettings,
+        sink: Sink,
+        store: Store,
+        telemetry: Telemetry,
+        signal: SpoolSignal,
+        *,
+        all_sinks: Sequence[str],
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self._store = store
+        self._telemetry = telemetry
+        self._signal = signal
+        self._all_sinks = list(all_sinks)
+        self._encode = ENCODERS[settings.format]
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._sleep = sleep
+        self._log = get_logger(sink=settings.name)
+        self.offset = 0
+        self.delivered = 0
+        self.healthy = True
+
+    async def run(self, *, until_drained: anyio.Event | None = None) -> None:
+        """Deliver forever; with ``until_drained``, return once it is set and nothing is left."""
+        self.offset = await self._store.sink_offset(self.settings.name)
+        failures = 0
+        while True:
+            rows = await self._store.read_spool(self.offset, self.settings.batch_max_events)
+            if not rows:
+                self._telemetry.spool_backlog.labels(self.settings.name).set(0)
+                if until_drained is not None and until_drained.is_set():
+                    # Collection is over; one last look, since a commit may have raced the flag.
+                    if not await self._store.read_spool(self.offset, 1):
+                        return
+                    continue
+                await self._signal.wait(IDLE_POLL_SECS)
+                continue
+            batch = [OutEvent(r.key, r.event_time, r.doc, self._encode(r.doc)) for r in rows]
+            try:
+                await self.sink.send_batch(batch)
+            except SinkError as error:
+                failures += 1
+                await self._failed(error, failures, len(batch))
+                continue
+            if failures:
+                self._log.info("sink_recovered", after_failures=failures)
+                failures = 0
+            self.healthy = True
+            self.offset = rows[-1].seq
+            self.delivered += len(batch)
+            await self._store.ack(self.settings.name, self.offset, len(batch), now=self._clock(), sinks=self._all_sinks)
+            self._telemetry.events_delivered.labels(self.settings.name).inc(len(batch))
+            self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
+            self._log.debug("batch_delivered", events=len(batch), offset=self.offset)
+
+    async def _failed(self, error: SinkError, failures: int, size: int) -> None:
+        self.healthy = False
+        self._telemetry.sink_failures.labels(self.settings.name).inc()
+        delay = min(self.settings.retry_max_secs, BACKOFF_BASE_SECS * 2 ** min(failures - 1, 20))
+        delay = max(delay * self._rng.uniform(0.5, 1.0), error.retry_after_secs or 0.0)
+        message = redact(str(error))
+        if failures == 1 or (error.retry_after_secs is None and delay >= self.settings.retry_max_secs / 2):
+            self._log.warning(
+                "sink_delivery_failed",
+                error=message,
+                batch_events=size,
+                attempt=failures,
+                retry_in_secs=round(delay, 2),
+                retryable=error.retryable,
+            )
+        if not error.retryable and failures == 1:
+            self._log.error(
+                "sink_rejected_batch",
+                error=message,
+                hint="the target refuses these events; fix its configuration. Events stay spooled.",
+            )
+        await self._store.record_sink_error(self.settings.name, message)
+        await self._sleep(delay)

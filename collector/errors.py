@@ -1,0 +1,140 @@
+"""One small exception family, and the table that says what to do about each API failure.
+
+Every failure the collector can meet is one of: a config mistake (the operator fixes it), an API
+failure (classified by :data:`STATUS_ACTIONS` / :data:`FAIL_CODE_ACTIONS` / :data:`EXCEPTION_ACTIONS`),
+a state-store problem, or a sink problem. Nothing is classified by if-chains at the call site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+
+class CollectorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(CollectorError):
+    """A configuration mistake: names the key and the fix, in one line."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{key}: {problem}; fix: {fix}")
+
+
+class StoreError(CollectorError):
+    """The state store cannot be opened or written (locked, corrupt, read-only, disk full)."""
+
+
+class SinkError(CollectorError):
+    """A sink could not deliver a batch. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after_secs: float | None = None):
+        self.retryable = retryable
+        self.retry_after_secs = retry_after_secs
+        super().__init__(message)
+
+
+class Action(enum.Enum):
+    """What the client does with an answer."""
+
+    RETRY = "retry"  # transient: back off exponentially, try again, never skip data
+    RATE_LIMITED = "rate_limited"  # wait out x-ratelimit-reset / Retry-After, then try again
+    AUTH_REFRESH = "auth_refresh"  # OAuth2 token rejected: fetch a new token once, then try again
+    FATAL = "fatal"  # needs a human: stop this stream, report it, retry slowly
+
+
+class ApiError(CollectorError):
+    """A classified failure of one API call."""
+
+    def __init__(
+        self,
+        action: Action,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.action = action
+        self.status = status
+        self.code = code
+        self.hint = hint
+        super().__init__(message)
+
+    def summary(self) -> str:
+        """One line for logs and ``status``: what failed and what to do (never a secret)."""
+        parts = [str(self)]
+        if self.status is not None:
+            parts.append(f"http={self.status}")
+        if self.code:
+            parts.append(f"code={self.code}")
+        if self.hint:
+            parts.append(f"hint: {self.hint}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: Action
+    hint: str | None = None
+
+
+_CHECK_KEYS = "check the account's keys and the host clock (HMAC dates must be within minutes)"
+
+#: HTTP status -> action. Statuses not listed: 5xx retry, other 4xx fatal (see :func:`rule_for_status`).
+STATUS_ACTIONS: Mapping[int, Rule] = {
+    400: Rule(Action.FATAL, "the API rejected the request; check the stream's filters"),
+    401: Rule(Action.FATAL, _CHECK_KEYS),
+    403: Rule(Action.FATAL, "the API user lacks a permission this log type needs"),
+    404: Rule(Action.FATAL, "wrong base_url/region or endpoint path"),
+    408: Rule(Action.RETRY),
+    409: Rule(Action.RETRY),
+    418: Rule(Action.FATAL, "the API key binding expired: create new keys or lengthen the authentication TTL"),
+    425: Rule(Action.RETRY),
+    429: Rule(Action.RATE_LIMITED),
+}
+
+#: Mimecast ``fail[].errors[].code`` -> action; consulted before the HTTP status.
+FAIL_CODE_ACTIONS: Mapping[str, Rule] = {
+    "err_xdk_rate_limit_exceeded": Rule(Action.RATE_LIMITED),
+    "err_xdk_invalid_signature": Rule(Action.FATAL, _CHECK_KEYS),
+    "err_xdk_binding_expired": STATUS_ACTIONS[418],
+    "err_xdk_forbidden": STATUS_ACTIONS[403],
+}
+
+#: Transport exceptions -> action. Looked up along the exception's MRO, so subclasses inherit.
+EXCEPTION_ACTIONS: Mapping[type[BaseException], Rule] = {
+    aiohttp.ClientPayloadError: Rule(Action.RETRY),
+    aiohttp.ClientConnectionError: Rule(Action.RETRY),
+    aiohttp.ClientResponseError: Rule(Action.RETRY),
+    asyncio.TimeoutError: Rule(Action.RETRY),
+    ConnectionError: Rule(Action.RETRY),
+}
+
+
+def rule_for_status(status: int, *, oauth2: bool = False) -> Rule:
+    """The rule for an HTTP status; a 401 under OAuth2 means "refresh the token once"."""
+    if status == 401 and oauth2:
+        return Rule(Action.AUTH_REFRESH)
+    if status in STATUS_ACTIONS:
+        return STATUS_ACTIONS[status]
+    if status >= 500:
+        return Rule(Action.RETRY)
+    return Rule(Action.FATAL, "unexpected answer from the API")
+
+
+def rule_for_exception(exc: BaseException) -> Rule | None:
+    """The rule for a transport exception, or None when it is not ours to classify."""
+    for klass in type(exc).__mro__:
+        rule = EXCEPTION_ACTIONS.get(klass)
+        if rule is not None:
+            return rule
+    return None

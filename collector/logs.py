@@ -1,0 +1,103 @@
+"""Structured logging: one event name per line, key/value context, secrets scrubbed at every level.
+
+Secrets are scrubbed twice over: values of sensitive-looking keys are masked, and every known
+secret value (config secrets, bearer tokens as they are issued) is cut out of every string,
+tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import traceback
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+LEVELS = ("debug", "info", "warning", "error")
+MASK = "***"
+_SENSITIVE_KEY = re.compile(r"authorization|secret|password|signature|bearer|access_token|api_key|app_key", re.I)
+_MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Make sure ``value`` never appears in a log line from now on."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret masked."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: MASK if _SENSITIVE_KEY.search(str(k)) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        if _SENSITIVE_KEY.search(key) and value is not None:
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def _error_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Put an exception under ``error`` (type and message) and its traceback under ``traceback``."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        elif isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if exc_info[1] is not None:
+            event_dict.setdefault("error", f"{exc_info[0].__name__}: {exc_info[1]}")
+            event_dict["traceback"] = "".join(traceback.format_exception(*exc_info))
+    error = event_dict.get("error")
+    if isinstance(error, BaseException):
+        event_dict["error"] = f"{type(error).__name__}: {error}"
+    return event_dict
+
+
+def _json(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Set up structlog for the process. ``fmt``: json, console, or auto (console on a terminal)."""
+    out = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer(_json)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _error_processor,
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**context: Any) -> Any:
+    """A bound structlog logger (typed loosely: structlog's bound loggers are duck-typed)."""
+    return structlog.get_logger().bind(**context)

@@ -1,0 +1,216 @@
+"""What a log type declares, and the generic, pure code that turns one raw record into an event.
+
+A log type module declares a :class:`LogType` and a pure ``normalize(record) -> dict`` that returns
+only its own ECS fields. :func:`build_event` adds what every event has (``@timestamp``, ``event.id``,
+``event.dataset``, ``observer``, ``labels``, the original record under ``mimecast``), and never drops
+a record: one that cannot be normalized is kept raw with an error tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from collector.timeutil import api_date, ecs_timestamp, parse_api_date
+
+JsonDict = dict[str, Any]
+FilterKind = Literal["str", "bool", "str_list"]
+NORMALIZE_ERROR_TAG = "mimecast_normalize_error"
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """A request filter a stream may set in config (``[accounts.X.<log type>]``)."""
+
+    request_field: str
+    kind: FilterKind
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class LogType:
+    """Everything the generic poller needs to know about one Mimecast log endpoint."""
+
+    name: str  # config and dataset name, e.g. "ttp_url"
+    path: str  # default endpoint path
+    array_key: str  # where the records are: data[0][array_key]
+    from_field: str  # request field for the window start
+    to_field: str  # request field for the window end
+    time_field: str  # record field holding the event time
+    # Fields that identify a record; None means the whole record. Missing and null stay distinct.
+    dedup_fields: tuple[str, ...] | None
+    normalize: Callable[[Mapping[str, Any]], JsonDict]
+    send_oldest_first: bool = True
+    filters: Mapping[str, FilterSpec] = field(default_factory=dict)
+    extra_request: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return f"mimecast.{self.name}"
+
+    def request_data(self, from_secs: int, to_secs: int, filters: Mapping[str, Any]) -> JsonDict:
+        """The one ``data[]`` element of a request; identical for every page of a window."""
+        data: JsonDict = {self.from_field: api_date(from_secs), self.to_field: api_date(to_secs)}
+        if self.send_oldest_first:
+            data["oldestFirst"] = True
+        data.update(self.extra_request)
+        data.update(filters)
+        return data
+
+
+@dataclass(frozen=True)
+class Event:
+    """A normalized event ready for the spool."""
+
+    key: str  # dedup key, unique per stream; also event.id
+    time: int  # event time, epoch seconds (the fallback time when the record had none)
+    doc: JsonDict
+
+
+_MISSING = {"$missing": True}
+
+
+def dedup_key(record: Any, fields: tuple[str, ...] | None) -> str:
+    """A stable 128-bit key. A missing field and a null one hash differently (pitfall: collisions)."""
+    if fields is None or not isinstance(record, Mapping):
+        material = record
+    else:
+        material = [record.get(name, _MISSING) for name in fields]
+    return hashlib.blake2b(_dumps(material, sort_keys=True), digest_size=16).hexdigest()
+
+
+def build_event(log_type: LogType, record: Any, account: str, fallback_time: int) -> Event:
+    """Normalize one raw record; a record that cannot be normalized is kept raw, tagged, never dropped."""
+    key = dedup_key(record, log_type.dedup_fields)
+    base: JsonDict = {
+        "event": {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"},
+        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
+        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
+    }
+    try:
+        moment = parse_api_date(str(_as_mapping(record)[log_type.time_field]))
+        specific = log_type.normalize(record)
+    except Exception as exc:
+        kept = {
+            "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
+            **base,
+            "tags": [NORMALIZE_ERROR_TAG],
+            "error": {"message": f"{type(exc).__name__}: {exc}"[:500]},
+            "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
+        }
+        return Event(key, fallback_time, kept)
+    merged = {"@timestamp": ecs_timestamp(moment), **_merge(specific, base), "mimecast": dict(record)}
+    return Event(key, int(moment.timestamp()), merged)
+
+
+def _as_mapping(record: Any) -> Mapping[str, Any]:
+    if not isinstance(record, Mapping):
+        raise TypeError(f"record is a {type(record).__name__}, not an object")
+    return record
+
+
+def serialize(doc: JsonDict) -> bytes:
+    """Spool bytes of an event; survives lone surrogates and integers orjson cannot represent."""
+    return _dumps(doc, sort_keys=False)
+
+
+def _dumps(value: Any, *, sort_keys: bool) -> bytes:
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
+    try:
+        return orjson.dumps(value, option=option)
+    except (orjson.JSONEncodeError, TypeError):
+        return orjson.dumps(_scrub(value), option=option)
+
+
+def _scrub(value: Any) -> Any:
+    """Make a value orjson-safe: repair bad strings, stringify what JSON cannot carry exactly."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, Mapping):
+        return {str(_scrub(k)): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return str(value)
+
+
+def _merge(specific: JsonDict, base: JsonDict) -> JsonDict:
+    """Deep-merge the log type's fields over the common ones (``event`` holds both)."""
+    out = dict(base)
+    for name, value in specific.items():
+        if isinstance(value, dict) and isinstance(out.get(name), dict):
+            out[name] = {**out[name], **value}
+        else:
+            out[name] = value
+    return out
+
+
+# --- small pure helpers the log type modules share -------------------------------------------
+
+
+def text(record: Mapping[str, Any], name: str) -> str | None:
+    """A field as non-empty text, or None."""
+    value = record.get(name)
+    if value is None or isinstance(value, dict | list):
+        return None
+    out = str(value).strip()
+    return out or None
+
+
+def ip_or_none(value: Any) -> str | None:
+    """An IP address in canonical form, or None (Mimecast writes e.g. "Internal IP" here)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def truthy(value: Any) -> bool | None:
+    """Booleans that arrive as booleans or as the strings "true"/"false"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def url_fields(original: str) -> JsonDict:
+    """ECS ``url.*`` from a URL string; only what parses cleanly."""
+    out: JsonDict = {"original": original}
+    try:
+        parts = urlsplit(original)
+    except ValueError:
+        return out
+    if parts.scheme:
+        out["scheme"] = parts.scheme
+    if parts.hostname:
+        out["domain"] = parts.hostname
+    if parts.path:
+        out["path"] = parts.path
+    if parts.query:
+        out["query"] = parts.query
+    return out
+
+
+def compact(doc: JsonDict) -> JsonDict:
+    """Drop None values and empty containers, recursively (ECS documents carry no nulls)."""
+    out: JsonDict = {}
+    for name, value in doc.items():
+        kept = compact(value) if isinstance(value, dict) else value
+        if kept is None or kept in ({}, []):
+            continue
+        out[name] = kept
+    return out

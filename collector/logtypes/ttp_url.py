@@ -1,0 +1,73 @@
+"""TTP URL Protect click logs: who clicked which rewritten link, and what URL Protect did."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, compact, ip_or_none, text, url_fields
+
+_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
+
+
+def normalize(record: Mapping[str, Any]) -> JsonDict:
+    """ECS fields of one click log (pure)."""
+    url = text(record, "url")
+    route = text(record, "route")
+    user = text(record, "userEmailAddress")
+    sender = text(record, "fromUserEmailAddress")
+    return compact(
+        {
+            "event": {
+                "action": text(record, "action"),
+                "category": ["email", "threat"],
+                "type": ["info"],
+            },
+            "user": {"email": user},
+            "email": {
+                "to": {"address": [user] if user else None},
+                "from": {"address": [sender] if sender else None},
+                "subject": text(record, "subject"),
+                "message_id": text(record, "messageId"),
+                "direction": _DIRECTIONS.get(route or ""),
+            },
+            "url": url_fields(url) if url else None,
+            "source": {"ip": ip_or_none(record.get("sendingIp"))},
+            "rule": {"name": text(record, "ttpDefinition"), "category": text(record, "category")},
+        }
+    )
+
+
+LOG_TYPE = LogType(
+    name="ttp_url",
+    path="/api/ttp/url/get-logs",
+    array_key="clickLogs",
+    from_field="from",
+    to_field="to",
+    time_field="date",
+    # No id in click logs: these fields together identify a click (missing != null in the hash).
+    dedup_fields=(
+        "date",
+        "userEmailAddress",
+        "fromUserEmailAddress",
+        "url",
+        "messageId",
+        "action",
+        "actions",
+        "route",
+        "creationMethod",
+        "scanResult",
+        "category",
+        "ttpDefinition",
+        "userAwarenessAction",
+        "adminOverride",
+        "userOverride",
+        "sendingIp",
+        "subject",
+    ),
+    normalize=normalize,
+    filters={
+        "route": FilterSpec("route", "str", ("inbound", "outbound", "internal", "all"), "message route"),
+        "scan_result": FilterSpec("scanResult", "str", ("clean", "malicious", "all"), "scan verdict"),
+    },
+)

@@ -1,0 +1,115 @@
+"""Runs a :class:`~collector.limiter.PacingModel` for concurrent tasks, fairly.
+
+Streams that share a bucket (same credentials, same endpoint) take turns: among the waiters, the
+stream served longest ago goes next, so a busy backfill cannot starve a quiet stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+from collector.limiter import PacingModel
+
+
+@dataclass(order=True)
+class _Waiter:
+    last_served: float
+    arrival: int
+    stream: str = field(compare=False)
+
+
+class Ticket:
+    """One granted call. Report its answer with :meth:`done`; an unreported ticket counts as a failure."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+        self.reported = False
+
+    def done(self, status: int | None, headers: Mapping[str, str]) -> None:
+        if not self.reported:
+            self.reported = True
+            self._pacer.model.on_response(self._pacer.clock(), status, headers)
+            self._pacer.wake()
+
+    def abandon(self) -> None:
+        """Nothing was sent (e.g. the credential could not be obtained): free the slot, no verdict."""
+        if not self.reported:
+            self.reported = True
+            self._pacer.model.on_abandon()
+            self._pacer.wake()
+
+
+class Pacer:
+    def __init__(
+        self,
+        model: PacingModel,
+        *,
+        max_in_flight: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.max_in_flight = max_in_flight
+        self.clock = clock
+        self._waiters: list[_Waiter] = []
+        self._last_served: dict[str, float] = {}
+        self._arrivals = itertools.count()
+        self._changed = anyio.Event()
+        self.granted = 0
+
+    def wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    @asynccontextmanager
+    async def slot(self, stream: str) -> AsyncIterator[Ticket]:
+        """Wait for this stream's turn and the model's permission, then hold one in-flight call."""
+        await self._acquire(stream)
+        ticket = Ticket(self)
+        try:
+            yield ticket
+        finally:
+            ticket.done(None, {})
+
+    async def _acquire(self, stream: str) -> None:
+        me = _Waiter(self._last_served.get(stream, float("-inf")), next(self._arrivals), stream)
+        self._waiters.append(me)
+        try:
+            while True:
+                now = self.clock()
+                first = min(self._waiters)
+                delay: float | None = None
+                if first is me and self.model.in_flight < self.max_in_flight:
+                    delay = self.model.earliest_send(now) - now
+                    if delay <= 0:
+                        self.model.on_send(now)
+                        self._last_served[stream] = now
+                        self.granted += 1
+                        return
+                changed = self._changed
+                with anyio.move_on_after(delay if delay is not None else 3600.0):
+                    await changed.wait()
+        finally:
+            self._waiters.remove(me)
+            self.wake()
+
+
+class PacerRegistry:
+    """One pacer per (credentials, endpoint), created on first use and shared from then on."""
+
+    def __init__(self) -> None:
+        self._pacers: dict[tuple[str, str], Pacer] = {}
+
+    def get(self, credential_id: str, path: str, make: Callable[[], Pacer]) -> Pacer:
+        key = (credential_id, path)
+        if key not in self._pacers:
+            self._pacers[key] = make()
+        return self._pacers[key]
+
+    def items(self) -> list[tuple[tuple[str, str], Pacer]]:
+        return list(self._pacers.items())

@@ -1,0 +1,232 @@
+"""The one generic poller: fixed windows, page tokens, one commit per page. Log types only declare.
+
+Per stream (account x log type) the state is ``window_start`` (everything before it is collected),
+``window_end`` and ``page_token`` (the page to fetch next). See ARCHITECTURE.md, "The collection
+window", for the rules this loop implements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from collector.client import MimecastClient
+from collector.config.model import DAY, AccountConfig
+from collector.errors import Action, ApiError
+from collector.logs import get_logger, redact
+from collector.logtypes import LOG_TYPES, LogType, build_event
+from collector.logtypes.base import NORMALIZE_ERROR_TAG
+from collector.store import Store, StreamState
+from collector.telemetry import Telemetry
+from collector.timeutil import iso
+
+MAX_WINDOW_RESTARTS = 3  # token rejections / loops in one window before the stream is declared failed
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    account: AccountConfig
+    log_type: LogType
+    path: str
+    page_size: int
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.account.name}/{self.log_type.name}"
+
+    @classmethod
+    def for_account(cls, account: AccountConfig) -> list[StreamSpec]:
+        specs = []
+        for name in account.streams:
+            log_type = LOG_TYPES[name]
+            options = account.stream_options.get(name)
+            specs.append(
+                cls(
+                    account=account,
+                    log_type=log_type,
+                    path=(options.path if options and options.path else log_type.path),
+                    page_size=(options.page_size if options and options.page_size else account.page_size),
+                    filters=dict(options.filters) if options else {},
+                )
+            )
+        return specs
+
+
+class _WindowRestart(Exception):
+    """The current window must be paged again from its first page."""
+
+
+class Poller:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        client: MimecastClient,
+        store: Store,
+        telemetry: Telemetry,
+        *,
+        on_commit: Callable[[], None] = lambda: None,
+        before_fetch: Callable[[], Awaitable[None]] | None = None,
+        once_until: int | None = None,
+        dedup_retention_secs: int = 3600,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.spec = spec
+        self._client = client
+        self._store = store
+        self._telemetry = telemetry
+        self._on_commit = on_commit
+        self._before_fetch = before_fetch
+        self._once_until = once_until
+        self._dedup_retention = dedup_retention_secs
+        self._clock = clock
+        self._sleep = sleep
+        self._labels = (spec.account.name, spec.log_type.name)
+        self._log = get_logger(stream=spec.name)
+        self.state: StreamState | None = None
+
+    async def run(self) -> bool:
+        """Collect until cancelled (daemon) or caught up with ``once_until``; False after a fatal error."""
+        account = self.spec.account
+        default_start = account.start_secs or int(self._clock()) - DAY
+        state = await self._store.stream(*self._labels, start=default_start)
+        self.state = state
+        self._log.info("stream_started", position=iso(state.window_start), resuming_page=state.page_token is not None)
+        while True:
+            try:
+                done = await self._collect()
+            except ApiError as error:
+                await self._failed(error)
+                if self._once_until is not None:
+                    return False
+                await self._sleep(account.fatal_retry_secs)
+                continue
+            if done:
+                return True
+
+    async def _collect(self) -> bool:
+        """Page through windows until caught up; True when ``once`` is satisfied."""
+        restarts = 0
+        seen_tokens: set[str] = set()
+        while True:
+            assert self.state is not None
+            state = self.state
+            window_end = state.window_end if state.window_end is not None else self._next_window_end(state)
+            if window_end is None:
+                if self._once_until is not None:
+                    return True
+                await self._sleep(self.spec.account.poll_interval_secs)
+                continue
+            try:
+                state = await self._page(state, window_end, seen_tokens)
+            except _WindowRestart as why:
+                restarts += 1
+                if restarts > MAX_WINDOW_RESTARTS:
+                    raise ApiError(
+                        Action.FATAL,
+                        f"window restarted {MAX_WINDOW_RESTARTS} times: {why}",
+                        hint="the API keeps rejecting or repeating page tokens; try a smaller "
+                        "max_window_secs or page_size",
+                    ) from None
+                self._log.warning(
+                    "window_restarted",
+                    reason=str(why),
+                    window_start=iso(state.window_start),
+                    window_end=iso(window_end),
+                    restart=restarts,
+                )
+                seen_tokens.clear()
+                state = state.restart_window()
+                await self._store.save_position(state)
+            if state.window_end is None:
+                restarts = 0
+                seen_tokens.clear()
+            self.state = state
+
+    def _next_window_end(self, state: StreamState) -> int | None:
+        """End of the next window, or None when it would be empty (caught up)."""
+        account = self.spec.account
+        target = self._once_until if self._once_until is not None else int(self._clock()) - account.lag_secs
+        self._telemetry.window_lag.labels(*self._labels).set(max(0.0, self._clock() - state.window_start))
+        end = min(target, state.window_start + account.max_window_secs)
+        return end if end > state.window_start else None
+
+    async def _page(self, state: StreamState, window_end: int, seen_tokens: set[str]) -> StreamState:
+        """Fetch, normalize and commit one page; return the state that follows it."""
+        account, log_type = self.spec.account, self.spec.log_type
+        if self._before_fetch is not None:
+            await self._before_fetch()  # backpressure: the spool has room again
+        data = log_type.request_data(state.window_start - account.overlap_secs, window_end, self.spec.filters)
+        try:
+            page = await self._client.fetch_page(
+                self.spec.name,
+                self.spec.path,
+                log_type.array_key,
+                data,
+                page_size=self.spec.page_size,
+                page_token=state.page_token,
+                on_retry=self._retrying,
+            )
+        except ApiError as error:
+            if state.page_token is not None and error.action is Action.FATAL:
+                raise _WindowRestart(f"page token rejected: {error.summary()}") from None
+            raise
+        # An empty page ends the window even if it carries a token (seen in the wild).
+        next_token = page.next_token if page.records else None
+        if next_token is not None and (next_token == state.page_token or next_token in seen_tokens):
+            raise _WindowRestart("the API repeated a page token (pagination loop)")
+        events = [build_event(log_type, r, account.name, window_end) for r in page.records]
+        if next_token is not None:
+            seen_tokens.add(next_token)
+            next_state = state.next_page(window_end, next_token)
+            prune_before = None
+        else:
+            next_state = state.window_done(window_end)
+            prune_before = next_state.window_start - account.overlap_secs - self._dedup_retention
+        result = await self._store.commit_page(
+            events, next_state, seen_until=window_end, prune_before=prune_before, now=self._clock()
+        )
+        self._count(events, result.new, result.duplicates)
+        self._telemetry.stream_ok(*self._labels)
+        if result.new:
+            self._on_commit()
+        self._log.debug(
+            "page_committed",
+            events=len(events),
+            new=result.new,
+            duplicates=result.duplicates,
+            window_end=iso(window_end),
+            more=next_token is not None,
+        )
+        if next_token is None:
+            self._log.info("window_committed", window_start=iso(state.window_start), window_end=iso(window_end))
+        return next_state
+
+    def _count(self, events: list[Any], new: int, duplicates: int) -> None:
+        t = self._telemetry
+        t.events_fetched.labels(*self._labels).inc(len(events))
+        t.events_spooled.labels(*self._labels).inc(new)
+        t.events_duplicate.labels(*self._labels).inc(duplicates)
+        broken = sum(1 for e in events if NORMALIZE_ERROR_TAG in e.doc.get("tags", ()))
+        if broken:
+            t.normalize_errors.labels(*self._labels).inc(broken)
+            self._log.warning("records_kept_raw", count=broken, tag=NORMALIZE_ERROR_TAG)
+
+    async def _retrying(self, error: ApiError) -> None:
+        summary = redact(error.summary())
+        self._telemetry.stream_error(*self._labels, summary, fatal=False)
+        if self.state is not None:
+            await self._store.record_error(self.state.id, summary, fatal=False, now=self._clock())
+
+    async def _failed(self, error: ApiError) -> None:
+        summary = redact(error.summary())
+        self._telemetry.stream_error(*self._labels, summary, fatal=True)
+        if self.state is not None:
+            await self._store.record_error(self.state.id, summary, fatal=True, now=self._clock())
+        retry = None if self._once_until is not None else f"{self.spec.account.fatal_retry_secs:g}s"
+        self._log.error("stream_failed", error=summary, retry_in=retry)

@@ -1,0 +1,318 @@
+"""A loopback Mimecast API that checks everything the real one checks, and can misbehave on demand.
+
+It verifies HMAC signatures exactly (date, fresh request id, path, app key) or OAuth2 bearer tokens,
+validates request bodies and date formats, paginates with opaque tokens bound to the query, meters
+calls per (credentials, endpoint) with ``x-ratelimit-*`` headers and 429s, and injects faults
+(5xx, HTML error pages, truncated bodies, connection resets, slow answers) at a seeded rate.
+Everything it saw is counted in :class:`SimStats`, so tests can assert "zero 429s", "zero
+signature failures", "no request id reused".
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import random
+import secrets
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import orjson
+from aiohttp import web
+
+from collector.auth import hmac_signature
+from collector.simulator.data import SimRecord
+from collector.simulator.paging import ENDPOINTS, Endpoint, PageTokens, RecordIndex, TokenError, parse_query
+from collector.timeutil import parse_hmac_date
+
+FAULT_KINDS = ("500", "503_html", "truncated", "reset", "slow", "retryable_fail")
+
+
+@dataclass
+class SimSettings:
+    access_key: str = "mc-access-key-sim"
+    secret_key: str = base64.b64encode(b"simulator-secret-key-0123456789ab").decode()
+    app_id: str = "00000000-0000-4000-8000-0000000a9901"
+    app_key: str = "mc-app-key-sim"
+    client_id: str = "sim-client-id"
+    client_secret: str = "sim-client-secret-value"  # noqa: S105 - the simulator's own test value
+    token_lifetime_secs: float = 1799.0
+    rate_limit: int | None = None  # calls per window per (credentials, endpoint); None = unmetered
+    rate_window_ms: int = 60_000
+    send_retry_after: bool = False
+    max_page_size: int = 500
+    page_token_ttl_secs: float | None = None
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULT_KINDS
+    slow_secs: float = 1.5
+    latency_secs: float = 0.0
+    trailing_empty_page: bool = False  # after the last page, hand out one more token to an empty page
+    exclusive_end: bool = False  # treat `to`/`end` as exclusive (the API does not document which)
+    max_clock_skew_secs: float = 900.0
+    seed: int = 0
+
+
+@dataclass
+class SimStats:
+    calls: Counter[tuple[str, int]] = field(default_factory=Counter)  # (path, status)
+    throttled: int = 0
+    bad_auth: Counter[str] = field(default_factory=Counter)  # reason -> count
+    bad_request: Counter[str] = field(default_factory=Counter)
+    reused_request_ids: int = 0
+    tokens_issued: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    records_served: Counter[str] = field(default_factory=Counter)
+
+    def calls_to(self, path: str) -> int:
+        return sum(n for (p, _), n in self.calls.items() if p == path)
+
+
+@dataclass
+class _Bucket:
+    started_ms: float = 0.0
+    used: int = 0
+
+
+class FakeMimecast:
+    def __init__(self, settings: SimSettings | None = None) -> None:
+        self.settings = settings or SimSettings()
+        self.stats = SimStats()
+        self.index: dict[str, RecordIndex] = {
+            name: RecordIndex() for name in ("ttp_url", "ttp_impersonation", "archive_search")
+        }
+        self._tokens = PageTokens(secrets.token_bytes(16))
+        self._rng = random.Random(self.settings.seed)
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._bearer: dict[str, float] = {}
+        self._request_ids: set[str] = set()
+        self._storm_until = 0.0
+        self._storm_reset_ms = 1000
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # --- control ------------------------------------------------------------------------------------
+
+    def add(self, log_type: str, records: list[SimRecord]) -> None:
+        self.index[log_type].add(records)
+
+    def set_rate_limit(self, limit: int | None, window_ms: int | None = None) -> None:
+        self.settings.rate_limit = limit
+        if window_ms is not None:
+            self.settings.rate_window_ms = window_ms
+
+    def throttle_everything(self, secs: float, reset_ms: int = 1000) -> None:
+        """A 429 storm: every call is throttled for ``secs``, each 429 saying "reset in reset_ms"."""
+        self._storm_until = time.monotonic() + secs
+        self._storm_reset_ms = reset_ms
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post("/oauth/token", self._token)
+        for path in ENDPOINTS:
+            app.router.add_post(path, self._logs)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        host_, port_ = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host_}:{port_}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- handlers -----------------------------------------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        s = self.settings
+        if form.get("grant_type") != "client_credentials":
+            return _json(400, {"error": "unsupported_grant_type"})
+        if form.get("client_id") != s.client_id or form.get("client_secret") != s.client_secret:
+            self.stats.bad_auth["client_credentials"] += 1
+            return _json(401, {"error": "invalid_client"})
+        token = secrets.token_urlsafe(24)
+        self._bearer[token] = time.monotonic() + s.token_lifetime_secs
+        self.stats.tokens_issued += 1
+        return _json(
+            200, {"access_token": token, "token_type": "Bearer", "expires_in": s.token_lifetime_secs, "scope": ""}
+        )
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        endpoint = ENDPOINTS[path]
+        if self.settings.latency_secs:
+            await anyio.sleep(self.settings.latency_secs)
+        who, problem = self._authenticate(request)
+        if problem is not None:
+            self.stats.bad_auth[problem] += 1
+            return self._answer(
+                path,
+                401,
+                _fail(
+                    "err_xdk_invalid_signature" if who == "hmac" else "err_xdk_unauthorized",
+                    f"Unauthorized: {problem}",
+                    retryable=False,
+                ),
+            )
+        fault = self._pick_fault()
+        if fault in ("500", "503_html", "reset", "retryable_fail"):
+            return await self._fault(request, path, fault)
+        if fault == "slow":
+            await anyio.sleep(self.settings.slow_secs)
+        throttled, rate_headers = self._meter(who, path)
+        if throttled:
+            self.stats.throttled += 1
+            return self._answer(
+                path, 429, _fail("err_xdk_rate_limit_exceeded", "Quota exceeded", retryable=True), rate_headers
+            )
+        try:
+            body = orjson.loads(await request.read())
+            query = parse_query(body, endpoint, self.settings.max_page_size)
+            page = self._page(endpoint, query)
+        except (orjson.JSONDecodeError, ValueError, TokenError) as exc:
+            code = exc.code if isinstance(exc, TokenError) else "err_validation_failed"
+            self.stats.bad_request[code if isinstance(exc, TokenError) else str(exc)[:80]] += 1
+            return self._answer(path, 400, _fail(code, str(exc), retryable=False), rate_headers)
+        payload = orjson.dumps(page)
+        if fault == "truncated":
+            self.stats.faults[fault] += 1
+            payload = payload[: max(1, len(payload) // 2)]
+        return self._answer(path, 200, payload, rate_headers)
+
+    # --- parts ----------------------------------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request) -> tuple[str, str | None]:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            expires = self._bearer.get(header[7:])
+            if expires is None:
+                return "oauth2", "unknown bearer token"
+            if time.monotonic() >= expires:
+                return "oauth2", "expired bearer token"
+            return "oauth2", None
+        return "hmac", self._check_hmac(request, header)
+
+    def _check_hmac(self, request: web.Request, header: str) -> str | None:
+        s = self.settings
+        date, request_id = request.headers.get("x-mc-date"), request.headers.get("x-mc-req-id")
+        if not header.startswith("MC ") or ":" not in header or not date or not request_id:
+            return "missing HMAC headers"
+        if request.headers.get("x-mc-app-id") != s.app_id:
+            return "wrong x-mc-app-id"
+        try:
+            skew = abs(parse_hmac_date(date).timestamp() - time.time())
+            uuid.UUID(request_id)
+        except ValueError:
+            return "malformed x-mc-date or x-mc-req-id"
+        if skew > s.max_clock_skew_secs:
+            return "x-mc-date too far from the server clock"
+        if request_id in self._request_ids:
+            self.stats.reused_request_ids += 1
+            return "x-mc-req-id reused"
+        self._request_ids.add(request_id)
+        access_key, signature = header[3:].split(":", 1)
+        expected = hmac_signature(s.secret_key, date, request_id, request.path, s.app_key)
+        if access_key != s.access_key or not hmac.compare_digest(signature, expected):
+            return "signature mismatch"
+        return None
+
+    def _pick_fault(self) -> str | None:
+        if self.settings.fault_rate and self._rng.random() < self.settings.fault_rate:
+            return self._rng.choice(self.settings.faults)
+        return None
+
+    async def _fault(self, request: web.Request, path: str, fault: str) -> web.StreamResponse:
+        self.stats.faults[fault] += 1
+        if fault == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            self.stats.calls[(path, 0)] += 1
+            return web.Response()
+        if fault == "503_html":
+            self.stats.calls[(path, 503)] += 1
+            return web.Response(
+                status=503,
+                content_type="text/html",
+                text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+            )
+        if fault == "500":
+            return self._answer(path, 500, _fail("err_server", "Internal Server Error", retryable=True))
+        return self._answer(path, 200, _fail("err_backend_unavailable", "Try again later", retryable=True))
+
+    def _meter(self, who: str, path: str) -> tuple[bool, dict[str, str]]:
+        s = self.settings
+        now = time.monotonic()
+        if now < self._storm_until:
+            return True, {
+                "x-ratelimit-limit": str(s.rate_limit or 1000),
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(self._storm_reset_ms),
+            }
+        if s.rate_limit is None:
+            return False, {}
+        bucket = self._buckets.setdefault((who, path), _Bucket(started_ms=now * 1000))
+        now_ms = now * 1000
+        if now_ms >= bucket.started_ms + s.rate_window_ms:
+            bucket.started_ms, bucket.used = now_ms, 0
+        reset_ms = int(bucket.started_ms + s.rate_window_ms - now_ms)
+        throttled = bucket.used >= s.rate_limit
+        if not throttled:
+            bucket.used += 1
+        headers = {
+            "x-ratelimit-limit": str(s.rate_limit),
+            "x-ratelimit-remaining": str(max(0, s.rate_limit - bucket.used)),
+            "x-ratelimit-reset": str(max(0, reset_ms)),
+        }
+        if throttled and s.send_retry_after:
+            headers["Retry-After"] = str(max(1, -(-reset_ms // 1000)))
+        return throttled, headers
+
+    def _page(self, endpoint: Endpoint, query: dict[str, Any]) -> dict[str, Any]:
+        token = query["page_token"]
+        position, trap = None, False
+        if token is not None:
+            position, trap = self._tokens.open(token, query["binding"], self.settings.page_token_ttl_secs)
+        if trap:  # the empty last page some deployments answer, still carrying a token
+            return {"meta": {"status": 200, "pagination": {"pageSize": 0, "next": "String"}}, "data": [], "fail": []}
+        records, last_key, more, total = self.index[endpoint.log_type].query(
+            query, position, exclusive_end=self.settings.exclusive_end
+        )
+        self.stats.records_served[endpoint.log_type] += len(records)
+        pagination: dict[str, Any] = {"pageSize": len(records), "totalCount": total}
+        if more and last_key is not None:
+            pagination["next"] = self._tokens.issue(last_key, query["binding"])
+        elif self.settings.trailing_empty_page and records and last_key is not None:
+            pagination["next"] = self._tokens.issue(last_key, query["binding"], trap=True)
+        element: dict[str, Any] = {endpoint.array_key: records}
+        if endpoint.log_type == "ttp_impersonation":
+            element["resultCount"] = len(records)
+        return {"meta": {"status": 200, "pagination": pagination}, "data": [element], "fail": []}
+
+    def _answer(
+        self, path: str, status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
+    ) -> web.Response:
+        self.stats.calls[(path, status)] += 1
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        return web.Response(status=status, body=raw, content_type="application/json", headers=headers or {})
+
+
+def _fail(code: str, message: str, *, retryable: bool) -> dict[str, Any]:
+    return {
+        "meta": {"status": 0},
+        "data": [],
+        "fail": [{"errors": [{"code": code, "message": message, "retryable": retryable}]}],
+    }
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")

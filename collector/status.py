@@ -1,0 +1,96 @@
+"""``status``: where each stream is, how far behind, its last error; each sink's backlog. No secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from collector.config.model import Config
+from collector.store import Store
+from collector.timeutil import iso
+
+
+async def status_report(config: Config, store: Store, *, now: float) -> dict[str, Any]:
+    saved = {(s["account"], s["log_type"]): s for s in await store.streams()}
+    streams = []
+    for account in config.accounts:
+        for log_type in account.streams:
+            row = saved.get((account.name, log_type))
+            if row is None:
+                streams.append({"stream": f"{account.name}/{log_type}", "state": "not started"})
+                continue
+            entry: dict[str, Any] = {
+                "stream": f"{account.name}/{log_type}",
+                "state": "failed" if row["fatal"] else ("paging" if row["paging"] else "ok"),
+                "position": iso(row["window_start"]),
+                "lag_secs": max(0, int(now - row["window_start"])),
+                "events_total": row["events_total"],
+                "last_success": iso(row["last_success_at"]) if row["last_success_at"] else None,
+                "last_error": row["last_error"],
+                "last_error_at": iso(row["last_error_at"]) if row["last_error_at"] else None,
+            }
+            streams.append(entry)
+    saved_sinks = {s["name"]: s for s in await store.sinks()}
+    sinks = []
+    for settings in config.sinks:
+        row = saved_sinks.get(settings.name)
+        sinks.append(
+            {
+                "sink": settings.name,
+                "type": settings.type,
+                "backlog": row["backlog"] if row else await store.backlog(0),
+                "delivered_total": row["delivered_total"] if row else 0,
+                "last_delivery": iso(row["last_delivery_at"]) if row and row["last_delivery_at"] else None,
+                "last_error": row["last_error"] if row else None,
+            }
+        )
+    return {"streams": streams, "sinks": sinks}
+
+
+def render_status(report: dict[str, Any], *, as_json: bool) -> str:
+    if as_json:
+        return orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+    lines = [_row("STREAM", "STATE", "POSITION", "LAG", "EVENTS", "LAST ERROR")]
+    for s in report["streams"]:
+        lines.append(
+            _row(
+                s["stream"],
+                s["state"],
+                s.get("position", "-"),
+                _duration(s.get("lag_secs")),
+                str(s.get("events_total", 0)),
+                s.get("last_error") or "-",
+            )
+        )
+    lines.append("")
+    lines.append(_row("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", "LAST ERROR"))
+    for k in report["sinks"]:
+        lines.append(
+            _row(
+                k["sink"],
+                k["type"],
+                str(k["backlog"]),
+                str(k["delivered_total"]),
+                k["last_delivery"] or "-",
+                k["last_error"] or "-",
+            )
+        )
+    return "\n".join(lines)
+
+
+def _row(*cells: str) -> str:
+    widths = (32, 12, 22, 10, 14)
+    return "".join(
+        c.ljust(w) if i < len(widths) else c for i, (c, w) in enumerate(zip(cells, (*widths, 0), strict=False))
+    )
+
+
+def _duration(secs: int | None) -> str:
+    if secs is None:
+        return "-"
+    hours, rest = divmod(secs, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours >= 48:
+        return f"{hours // 24}d{hours % 24}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"

@@ -1,0 +1,87 @@
+"""The collector's named telemetry: Prometheus metrics plus per-stream health, one object per run.
+
+Each run gets its own registry so several collectors (tests, the demo) can live in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+STREAM = ("account", "log_type")
+
+
+@dataclass
+class StreamHealth:
+    last_success: float | None = None  # wall clock of the last answered call
+    last_error: str | None = None
+    fatal: bool = False
+
+
+class Telemetry:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_fetched = Counter("mimecast_events_fetched", "Records received from the API", STREAM, registry=r)
+        self.events_spooled = Counter("mimecast_events_spooled", "New events written to the spool", STREAM, registry=r)
+        self.events_duplicate = Counter(
+            "mimecast_events_duplicate",
+            "Records dropped as already spooled (overlap, re-fetch)",
+            STREAM,
+            registry=r,
+        )
+        self.normalize_errors = Counter(
+            "mimecast_normalize_errors",
+            "Records kept raw because they could not be normalized",
+            STREAM,
+            registry=r,
+        )
+        self.events_delivered = Counter("mimecast_events_delivered", "Events delivered", ("sink",), registry=r)
+        self.events_dropped = Counter("mimecast_events_dropped", "Events dropped by policy", ("sink",), registry=r)
+        self.sink_failures = Counter("mimecast_sink_failures", "Failed batch deliveries", ("sink",), registry=r)
+        self.api_calls = Counter(
+            "mimecast_api_calls", "API calls by answer status", ("account", "endpoint", "status"), registry=r
+        )
+        self.api_retries = Counter("mimecast_api_retries", "API calls retried", ("account", "endpoint"), registry=r)
+        self.api_throttled = Counter("mimecast_api_throttled", "HTTP 429 answers", ("account", "endpoint"), registry=r)
+        self.ratelimit_remaining = Gauge(
+            "mimecast_ratelimit_remaining", "Last x-ratelimit-remaining", ("account", "endpoint"), registry=r
+        )
+        self.window_lag = Gauge("mimecast_window_lag_seconds", "Now minus the stream's position", STREAM, registry=r)
+        self.spool_backlog = Gauge("mimecast_spool_backlog_events", "Events waiting for a sink", ("sink",), registry=r)
+        self.last_success = Gauge(
+            "mimecast_last_success_timestamp_seconds",
+            "Wall clock of the last good API answer",
+            STREAM,
+            registry=r,
+        )
+        self.last_delivery = Gauge(
+            "mimecast_sink_last_delivery_timestamp_seconds",
+            "Wall clock of the last delivered batch",
+            ("sink",),
+            registry=r,
+        )
+        self.streams: dict[tuple[str, str], StreamHealth] = {}
+
+    def health(self, account: str, log_type: str) -> StreamHealth:
+        return self.streams.setdefault((account, log_type), StreamHealth())
+
+    def stream_ok(self, account: str, log_type: str) -> None:
+        now = self.clock()
+        health = self.health(account, log_type)
+        health.last_success, health.last_error, health.fatal = now, None, False
+        self.last_success.labels(account, log_type).set(now)
+
+    def stream_error(self, account: str, log_type: str, summary: str, *, fatal: bool) -> None:
+        health = self.health(account, log_type)
+        health.last_error, health.fatal = summary, fatal
+
+    def total(self, counter: Counter) -> float:
+        """Sum of a counter over all its label values (for the shutdown summary)."""
+        return sum(
+            sample.value for metric in counter.collect() for sample in metric.samples if sample.name.endswith("_total")
+        )
