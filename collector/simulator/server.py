@@ -41,8 +41,10 @@ class SimSettings:
     client_id: str = "sim-client-id"
     client_secret: str = "sim-client-secret-value"  # noqa: S105 - the simulator's own test value
     token_lifetime_secs: float = 1799.0
-    rate_limit: int | None = None  # calls per window per (credentials, endpoint); None = unmetered
-    rate_window_ms: int = 60_000
+    # Calls per window per (credentials, endpoint); None = unmetered, no headers. The default is the
+    # one figure reported publicly (10,000 an hour on the SIEM endpoint).
+    rate_limit: int | None = 10_000
+    rate_window_ms: int = 3_600_000
     send_retry_after: bool = False
     max_page_size: int = 500
     page_token_ttl_secs: float | None = None
@@ -88,7 +90,9 @@ class FakeMimecast:
         self._rng = random.Random(self.settings.seed)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._bearer: dict[str, float] = {}
+        self.issued_tokens: list[str] = []
         self._request_ids: set[str] = set()
+        self._faults_injected = 0
         self._storm_until = 0.0
         self._storm_reset_ms = 1000
         self._runner: web.AppRunner | None = None
@@ -142,6 +146,7 @@ class FakeMimecast:
             return _json(401, {"error": "invalid_client"})
         token = secrets.token_urlsafe(24)
         self._bearer[token] = time.monotonic() + s.token_lifetime_secs
+        self.issued_tokens.append(token)
         self.stats.tokens_issued += 1
         return _json(
             200, {"access_token": token, "token_type": "Bearer", "expires_in": s.token_lifetime_secs, "scope": ""}
@@ -164,10 +169,15 @@ class FakeMimecast:
                     retryable=False,
                 ),
             )
+        try:
+            raw = await request.read()
+        except ConnectionError:  # the client gave up (e.g. timed out) before sending everything
+            return web.Response(status=499)
         fault = self._pick_fault()
         if fault in ("500", "503_html", "reset", "retryable_fail"):
             return await self._fault(request, path, fault)
         if fault == "slow":
+            self.stats.faults[fault] += 1
             await anyio.sleep(self.settings.slow_secs)
         throttled, rate_headers = self._meter(who, path)
         if throttled:
@@ -176,7 +186,7 @@ class FakeMimecast:
                 path, 429, _fail("err_xdk_rate_limit_exceeded", "Quota exceeded", retryable=True), rate_headers
             )
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
             query = parse_query(body, endpoint, self.settings.max_page_size)
             page = self._page(endpoint, query)
         except (orjson.JSONDecodeError, ValueError, TokenError) as exc:
@@ -227,8 +237,11 @@ class FakeMimecast:
         return None
 
     def _pick_fault(self) -> str | None:
+        """Whether to misbehave is random (seeded); which way goes round the list, so all kinds occur."""
         if self.settings.fault_rate and self._rng.random() < self.settings.fault_rate:
-            return self._rng.choice(self.settings.faults)
+            kind = self.settings.faults[self._faults_injected % len(self.settings.faults)]
+            self._faults_injected += 1
+            return kind
         return None
 
     async def _fault(self, request: web.Request, path: str, fault: str) -> web.StreamResponse:

@@ -72,7 +72,7 @@ class FileSink:
         path = self.settings.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self._mode)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self._mode)
             if os.fstat(fd).st_size == 0:
                 os.fchmod(fd, self._mode)  # the umask must not widen or narrow what the operator chose
             self._size = _trim_torn_tail(fd)

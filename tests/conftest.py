@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.logs import configure_logging
+from collector.simulator import FakeMimecast, SimSettings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> None:
+    """Logs of the code under test go to a throwaway buffer unless a test asks for them."""
+    configure_logging("info", "json", io.StringIO())
+
+
+@pytest.fixture
+def log_buffer() -> io.StringIO:
+    """Structured log lines of the code under test, at debug level, for assertions."""
+    buffer = io.StringIO()
+    configure_logging("debug", "json", buffer)
+    return buffer
+
+
+@pytest.fixture
+async def make_sim() -> AsyncIterator[Callable[..., Any]]:
+    """Factory: start a simulator on loopback with the given settings; stopped after the test."""
+    started: list[FakeMimecast] = []
+
+    async def make(**settings: Any) -> FakeMimecast:
+        sim = FakeMimecast(SimSettings(**settings))
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        await sim.stop()
