@@ -16,6 +16,7 @@ import orjson
 
 from collector.config.model import AccountConfig
 from collector.errors import Action, ApiError, rule_for_status
+from collector.limiter import RateHeaders
 from collector.logs import register_secret
 from collector.timeutil import hmac_date
 
@@ -105,6 +106,8 @@ class OAuth2Auth:
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = anyio.Lock()
+        self._not_before = 0.0
+        self._throttled_in_a_row = 0
         self.tokens_issued = 0
 
     async def headers(self, path: str) -> dict[str, str]:
@@ -118,6 +121,9 @@ class OAuth2Auth:
             return self._token
         async with self._lock:  # the first caller refreshes; the others reuse its token
             if self._token is None or self._clock() >= self._refresh_at:
+                wait = self._not_before - self._clock()
+                if wait > 0:  # the token endpoint throttled us: ask again only after its reset
+                    await anyio.sleep(wait)
                 await self._fetch_token()
             assert self._token is not None
             return self._token
@@ -129,6 +135,8 @@ class OAuth2Auth:
         ) as response:
             body = await response.read()
             status = response.status
+            if status == 429:
+                self._throttled(RateHeaders.parse(response.headers))
         if status != 200:
             rule = rule_for_status(status)
             action = Action.FATAL if status in (400, 401, 403) else rule.action
@@ -151,7 +159,14 @@ class OAuth2Auth:
         margin = min(60.0, lifetime / 5)
         self._token = token
         self._refresh_at = requested_at + max(0.0, lifetime - margin)
+        self._throttled_in_a_row = 0
         self.tokens_issued += 1
+
+    def _throttled(self, headers: RateHeaders) -> None:
+        self._throttled_in_a_row += 1
+        hints = [w for w in (headers.reset_secs, headers.retry_after_secs) if w is not None]
+        wait = max(hints) if hints else min(60.0, 2.0 ** (self._throttled_in_a_row - 1))
+        self._not_before = self._clock() + wait
 
 
 def make_authenticator(

@@ -218,14 +218,26 @@ class MimecastClient:
                 ticket.done(None, {})
                 self._telemetry.api_calls.labels(self.account.name, path, "error").inc()
                 raise _classified(exc) from None
+            self._count(path, status, answer_headers)
+            try:
+                page = parse_answer(status, raw, array_key, oauth2=self._auth.oauth2)
+            except ApiError as error:
+                # A quota error inside a 200 throttles exactly like a 429: the pacer must hear it as one.
+                throttled = error.action is Action.RATE_LIMITED
+                ticket.done(429 if throttled else status, answer_headers)
+                if throttled and status != 429:
+                    self._telemetry.api_throttled.labels(self.account.name, path).inc()
+                raise
             ticket.done(status, answer_headers)
+            return page
+
+    def _count(self, path: str, status: int, headers: Mapping[str, str]) -> None:
         self._telemetry.api_calls.labels(self.account.name, path, str(status)).inc()
-        remaining = answer_headers.get("x-ratelimit-remaining")
+        remaining = headers.get("x-ratelimit-remaining")
         if remaining is not None and remaining.strip().isdigit():
             self._telemetry.ratelimit_remaining.labels(self.account.name, path).set(int(remaining))
         if status == 429:
             self._telemetry.api_throttled.labels(self.account.name, path).inc()
-        return parse_answer(status, raw, array_key, oauth2=self._auth.oauth2)
 
     def _report_throttle(self, stream: str, path: str, error: ApiError) -> None:
         """At most one warning per endpoint per minute, however many calls were throttled."""

@@ -112,6 +112,10 @@ FAIL_CODE_ACTIONS: Mapping[str, Rule] = {
 
 #: Transport exceptions -> action. Looked up along the exception's MRO, so subclasses inherit.
 EXCEPTION_ACTIONS: Mapping[type[BaseException], Rule] = {
+    # A certificate that does not verify will not start verifying by itself.
+    aiohttp.ClientConnectorCertificateError: Rule(
+        Action.FATAL, "TLS verification failed: set ca_file to the CA that signs the server (or your proxy)"
+    ),
     aiohttp.ClientPayloadError: Rule(Action.RETRY),
     aiohttp.ClientConnectionError: Rule(Action.RETRY),
     aiohttp.ClientResponseError: Rule(Action.RETRY),

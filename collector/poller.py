@@ -25,6 +25,8 @@ from collector.telemetry import Telemetry
 from collector.timeutil import iso
 
 MAX_WINDOW_RESTARTS = 3  # token rejections / loops in one window before the stream is declared failed
+REPEAT_RETRIES = 2  # a repeated token is asked for again this often before the window restarts
+REPEAT_RETRY_SECS = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class StreamSpec:
 
 class _WindowRestart(Exception):
     """The current window must be paged again from its first page."""
+
+
+class _RepeatedToken(_WindowRestart):
+    """The API answered with a token already followed in this window: a glitch, or a loop."""
 
 
 class Poller:
@@ -111,7 +117,7 @@ class Poller:
 
     async def _collect(self) -> bool:
         """Page through windows until caught up; True when ``once`` is satisfied."""
-        restarts = 0
+        restarts = repeats = 0
         seen_tokens: set[str] = set()
         while True:
             assert self.state is not None
@@ -124,7 +130,14 @@ class Poller:
                 continue
             try:
                 state = await self._page(state, window_end, seen_tokens)
+                repeats = 0
             except _WindowRestart as why:
+                if isinstance(why, _RepeatedToken) and repeats < REPEAT_RETRIES:
+                    repeats += 1  # ask for the same page again first: a one-off glitch costs one call
+                    self._log.warning("page_token_repeated", window_end=iso(window_end), retry=repeats)
+                    await self._sleep(REPEAT_RETRY_SECS * repeats)
+                    continue
+                repeats = 0
                 restarts += 1
                 if restarts > MAX_WINDOW_RESTARTS:
                     raise ApiError(
@@ -179,7 +192,7 @@ class Poller:
         # An empty page ends the window even if it carries a token (seen in the wild).
         next_token = page.next_token if page.records else None
         if next_token is not None and (next_token == state.page_token or next_token in seen_tokens):
-            raise _WindowRestart("the API repeated a page token (pagination loop)")
+            raise _RepeatedToken("the API repeated a page token (pagination loop)")
         events = [build_event(log_type, r, account.name, window_end) for r in page.records]
         if next_token is not None:
             seen_tokens.add(next_token)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import orjson
+from yarl import URL
 
 from collector.logtypes import LOG_TYPES, dedup_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 
 LOG_TYPE_NAMES = tuple(LOG_TYPES)
+
+
+class MockResponse(aiohttp.ClientResponse):
+    """For aioresponses: 0.7.9 builds responses without the ``stream_writer`` that aiohttp 3.14 requires."""
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
 SIM = SimSettings()
 
 

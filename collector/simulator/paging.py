@@ -119,10 +119,13 @@ class RecordIndex:
         return len(self._records)
 
     def query(
-        self, query: dict[str, Any], position: Key | None, *, exclusive_end: bool
+        self, query: dict[str, Any], position: Key | None, *, exclusive_start: bool, exclusive_end: bool
     ) -> tuple[list[dict[str, Any]], Key | None, bool, int]:
         """One page after ``position``: (records, key of the last one, more after it?, total in range)."""
-        lo = bisect.bisect_left(self._keys, (query["from"], -1))
+        if exclusive_start:
+            lo = bisect.bisect_right(self._keys, (query["from"], 2**62))
+        else:
+            lo = bisect.bisect_left(self._keys, (query["from"], -1))
         if exclusive_end:
             hi = bisect.bisect_left(self._keys, (query["to"], -1))
         else:
@@ -161,6 +164,7 @@ class PageTokens:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        self.revoked_before = 0.0  # tokens issued earlier than this answer "expired"
 
     def issue(self, last_key: Key, binding: str, *, trap: bool = False) -> str:
         payload = orjson.dumps({"k": list(last_key), "b": binding, "t": time.time(), "x": trap})
@@ -178,6 +182,6 @@ class PageTokens:
             raise TokenError("err_invalid_page_token", "pageToken is not valid") from None
         if content["b"] != binding:
             raise TokenError("err_page_token_query_mismatch", "pageToken belongs to a different query")
-        if ttl_secs is not None and time.time() - content["t"] > ttl_secs:
+        if content["t"] < self.revoked_before or (ttl_secs is not None and time.time() - content["t"] > ttl_secs):
             raise TokenError("err_page_token_expired", "pageToken has expired")
         return (int(content["k"][0]), int(content["k"][1])), bool(content["x"])

@@ -53,7 +53,9 @@ class SimSettings:
     slow_secs: float = 1.5
     latency_secs: float = 0.0
     trailing_empty_page: bool = False  # after the last page, hand out one more token to an empty page
-    exclusive_end: bool = False  # treat `to`/`end` as exclusive (the API does not document which)
+    exclusive_start: bool = False  # treat `from`/`start` as exclusive (the API does not document which)
+    exclusive_end: bool = False  # treat `to`/`end` as exclusive
+    repeat_token_rate: float = 0.0  # chance of answering a paged call with the token it was given
     max_clock_skew_secs: float = 900.0
     seed: int = 0
 
@@ -91,6 +93,7 @@ class FakeMimecast:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._bearer: dict[str, float] = {}
         self.issued_tokens: list[str] = []
+        self.seen_authorizations: list[str] = []  # so tests can prove none of them is ever logged
         self._request_ids: set[str] = set()
         self._faults_injected = 0
         self._storm_until = 0.0
@@ -112,6 +115,10 @@ class FakeMimecast:
         """A 429 storm: every call is throttled for ``secs``, each 429 saying "reset in reset_ms"."""
         self._storm_until = time.monotonic() + secs
         self._storm_reset_ms = reset_ms
+
+    def expire_page_tokens(self) -> None:
+        """Every page token handed out so far answers "expired" from now on."""
+        self._tokens.revoked_before = time.time()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
@@ -203,6 +210,7 @@ class FakeMimecast:
 
     def _authenticate(self, request: web.Request) -> tuple[str, str | None]:
         header = request.headers.get("Authorization", "")
+        self.seen_authorizations.append(header)
         if header.startswith("Bearer "):
             expires = self._bearer.get(header[7:])
             if expires is None:
@@ -298,11 +306,18 @@ class FakeMimecast:
         if trap:  # the empty last page some deployments answer, still carrying a token
             return {"meta": {"status": 200, "pagination": {"pageSize": 0, "next": "String"}}, "data": [], "fail": []}
         records, last_key, more, total = self.index[endpoint.log_type].query(
-            query, position, exclusive_end=self.settings.exclusive_end
+            query, position, exclusive_start=self.settings.exclusive_start, exclusive_end=self.settings.exclusive_end
         )
         self.stats.records_served[endpoint.log_type] += len(records)
         pagination: dict[str, Any] = {"pageSize": len(records), "totalCount": total}
-        if more and last_key is not None:
+        if (
+            token is not None
+            and self.settings.repeat_token_rate
+            and self._rng.random() < self.settings.repeat_token_rate
+        ):
+            self.stats.faults["repeated_token"] += 1
+            pagination["next"] = token  # a buggy backend handing back the token it was given
+        elif more and last_key is not None:
             pagination["next"] = self._tokens.issue(last_key, query["binding"])
         elif self.settings.trailing_empty_page and records and last_key is not None:
             pagination["next"] = self._tokens.issue(last_key, query["binding"], trap=True)

@@ -1,0 +1,212 @@
+"""The windowed poller against the loopback API: windows, overlap, tokens, loops, filters, resumption."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from collector.app import Collector
+from collector.config import load_config
+from collector.simulator import FakeMimecast, SimRecord, generate
+from collector.store import Store
+from collector.timeutil import iso
+from tests.helpers import delivered_ids, expected_ids, seed, write_config
+from tests.test_end_to_end import run_once
+
+
+def log_events(buffer: io.StringIO, name: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == name]
+
+
+async def test_expired_page_tokens_restart_the_window(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """Tokens that expire mid-window restart it from its first page; nothing lost, nothing duplicated."""
+    sim = await make_sim(rate_limit=4, rate_window_ms=1000)
+    now = int(time.time())
+    records = {"ttp_url": generate("ttp_url", 400, start=now - 7200, end=now - 120)}
+    sim.add("ttp_url", records["ttp_url"])
+    config = write_config(
+        tmp_path,
+        sim.base_url,
+        account={"streams": ["ttp_url"], "page_size": 50, "start": iso(now - 7300), "max_window_secs": 86400},
+    )
+    results = []
+
+    async def collect() -> None:
+        results.append(await run_once(config))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect)
+        while sim.stats.calls_to("/api/ttp/url/get-logs") < 3:  # noqa: ASYNC110 - polling another party's counter
+            await anyio.sleep(0.02)
+        sim.expire_page_tokens()
+
+    assert results[0].exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+    assert sim.stats.bad_request["err_page_token_expired"] == 1
+    assert len(log_events(log_buffer, "window_restarted")) == 1
+
+
+async def test_empty_page_with_a_next_token_ends_the_window(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """A trailing empty page that still carries `next` ends paging: one extra call per window, no more."""
+    sim = await make_sim(trailing_empty_page=True)
+    records = seed(sim, 300, days=0.9)
+    config = write_config(tmp_path, sim.base_url, account={"max_window_secs": 86400 * 2})
+
+    result = await run_once(config)
+
+    assert result.exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+    # One window per stream (2-day windows over a 3-day backlog with 1 day of data -> 2 windows, the
+    # first empty): pages = 1 data page + 1 empty trap page for the window with data, 1 for the other.
+    for path in ("/api/ttp/url/get-logs", "/api/ttp/impersonation/get-logs", "/api/archive/get-search-logs"):
+        assert sim.stats.calls_to(path) == 3
+
+
+async def test_repeating_page_token_is_detected_and_the_stream_fails(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """An API that always repeats the token is a loop: re-ask twice, restart the window 3 times, then fail."""
+    sim = await make_sim(repeat_token_rate=1.0)
+    seed(sim, 1200, days=1)
+    config = write_config(
+        tmp_path,
+        sim.base_url,
+        account={
+            "streams": ["ttp_url"],
+            "page_size": 100,
+            "start": iso(time.time() - 86460),
+            "max_window_secs": 172800,
+        },
+    )
+
+    result = await run_once(config)
+
+    assert result.exit_code == 1
+    assert result.failed_streams == ["acme/ttp_url"]
+    assert len(log_events(log_buffer, "window_restarted")) == 3
+    failed = log_events(log_buffer, "stream_failed")
+    assert len(failed) == 1
+    assert "pagination loop" in failed[0]["error"]
+    assert len(log_events(log_buffer, "page_token_repeated")) == 4 * 2
+    # Each of the 4 passes: the first page, then the repeated token asked for 3 times.
+    assert sim.stats.calls_to("/api/ttp/url/get-logs") == 4 * (1 + 3)
+
+
+async def test_occasionally_repeated_token_loses_nothing(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """A token repeated now and then restarts that window; dedup absorbs the re-read pages."""
+    sim = await make_sim(repeat_token_rate=0.15, seed=3)
+    records = seed(sim, 1500, days=2)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 50})
+
+    result = await run_once(config)
+
+    assert result.exit_code == 0
+    assert sim.stats.faults["repeated_token"] >= 3
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+
+
+async def test_overlap_catches_events_on_window_boundaries(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """With `from` and `to` both exclusive, events on the boundary second are caught only thanks to overlap."""
+    now = int(time.time())
+    start = now - 6 * 3600
+    # Five events exactly on window boundaries (max_window_secs = 3600), plus a few in between.
+    times = [start + 3600 * k for k in range(1, 6)] + [start + 1800, start + 5400]
+    records = [SimRecord(t, t, generate("ttp_url", 1, start=t, end=t, seed=t)[0].record) for t in times]
+
+    async def collect(overlap: int, directory: Path) -> set[tuple[str, str]]:
+        sim: FakeMimecast = await make_sim(exclusive_start=True, exclusive_end=True)
+        sim.add("ttp_url", records)
+        directory.mkdir()
+        config = write_config(
+            directory,
+            sim.base_url,
+            account={"streams": ["ttp_url"], "start": iso(start), "max_window_secs": 3600, "overlap_secs": overlap},
+        )
+        assert (await run_once(config)).exit_code == 0
+        return set(delivered_ids(directory / "out"))
+
+    expected = expected_ids({"ttp_url": records})
+    assert len(await collect(0, tmp_path / "no-overlap")) == 2  # the five boundary events are lost
+    assert await collect(5, tmp_path / "overlap") == expected
+
+
+async def test_backlog_is_split_into_bounded_windows(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """Three days behind with 6-hour windows: 12 windows per stream, each committed in order."""
+    sim = await make_sim()
+    records = seed(sim, 600, days=2.9)
+    config = write_config(
+        tmp_path,
+        sim.base_url,
+        account={"start": iso(time.time() - 3 * 86400), "max_window_secs": 21600, "page_size": 500},
+    )
+    result = await run_once(config)
+
+    assert result.exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+    windows = [w for w in log_events(log_buffer, "window_committed") if w["stream"] == "acme/ttp_url"]
+    assert len(windows) == 12
+    assert all(a["window_end"] == b["window_start"] for a, b in itertools.pairwise(windows))
+
+
+async def test_stream_filters_are_sent_on_every_page(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """route = "inbound" is sent with every page (tokens are bound to it) and only inbound clicks arrive."""
+    sim = await make_sim()
+    records = seed(sim, 800, days=1)
+    config = write_config(
+        tmp_path,
+        sim.base_url,
+        account={"streams": ["ttp_url"], "page_size": 50},
+        extra_tables='[accounts.acme.ttp_url]\nroute = "inbound"\n',
+    )
+
+    result = await run_once(config)
+
+    inbound = {"ttp_url": [r for r in records["ttp_url"] if r.record["route"] == "inbound"]}
+    assert result.exit_code == 0
+    assert sim.stats.bad_request.total() == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(inbound))
+
+
+async def test_restart_resumes_from_the_saved_page_token(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """Stopped mid-window, the next run continues from the saved token instead of the window start."""
+    sim = await make_sim(rate_limit=4, rate_window_ms=1000)
+    records = seed(sim, 1000, days=0.5)
+    config_path = write_config(
+        tmp_path, sim.base_url, account={"streams": ["ttp_url"], "page_size": 50, "max_window_secs": 86400}
+    )
+    config = load_config(config_path)
+    daemon = Collector(config, handle_signals=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        await anyio.sleep(1.5)
+        daemon.request_stop()
+
+    store = await Store.open(config.state.path)
+    try:
+        state = await store.stream("acme", "ttp_url", start=0)
+    finally:
+        await store.close()
+    assert state.page_token is not None  # stopped inside the window
+    calls_before = sim.stats.calls_to("/api/ttp/url/get-logs")
+
+    result = await run_once(config_path)
+
+    assert result.exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids({"ttp_url": records["ttp_url"]}))
+    assert calls_before >= 4
+    pages = -(-len(records["ttp_url"]) // 50)
+    # Two empty windows, each page of the third once (none fetched twice), then the short window
+    # from where the first run's window ended up to now - lag.
+    assert sim.stats.calls_to("/api/ttp/url/get-logs") == 2 + pages + 1
