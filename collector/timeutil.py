@@ -14,7 +14,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 def api_date(epoch_secs: int) -> str:
     """Request date as the API wants it: ``2015-11-16T14:49:18+0000``."""
-    return datetime.fromtimestamp(epoch_secs, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    moment = datetime.fromtimestamp(epoch_secs, UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}+0000"
 
 
 def hmac_date(epoch_secs: float) -> str:
@@ -57,7 +58,7 @@ def parse_config_time(text: str) -> int:
 def ecs_timestamp(moment: datetime) -> str:
     """ECS ``@timestamp``: UTC with milliseconds and a ``Z``."""
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def iso(epoch_secs: float) -> str:

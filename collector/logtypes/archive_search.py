@@ -13,9 +13,11 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     is_admin = truthy(record.get("isAdmin"))
     return compact(
         {
+            # ECS "api" allows the "access" type; the folder searched stays under mimecast.searchPath
+            # (it is a mailbox folder, not a file, and file.path would wake file-based detections).
             "event": {
                 "action": "archive-search",
-                "category": ["email", "iam"],
+                "category": ["api"],
                 "type": ["access"],
                 "reason": text(record, "searchReason"),
             },
@@ -23,7 +25,6 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "email": text(record, "emailAddr"),
                 "roles": ["admin"] if is_admin else None,
             },
-            "file": {"path": text(record, "searchPath")},
             "message": text(record, "description"),
         }
     )

@@ -76,6 +76,8 @@ class Event:
 
 
 _MISSING = {"$missing": True}
+_MAX_DEPTH = 200
+_MAX_DEPTH_MARK = "<nested more than 200 levels deep: cut here>"
 
 
 def dedup_key(record: Any, fields: tuple[str, ...] | None) -> str:
@@ -130,18 +132,29 @@ def _dumps(value: Any, *, sort_keys: bool) -> bytes:
         return orjson.dumps(_scrub(value), option=option)
 
 
-def _scrub(value: Any) -> Any:
-    """Make a value orjson-safe: repair bad strings, stringify what JSON cannot carry exactly."""
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """Make a value orjson-safe: repair bad strings, stringify what JSON cannot carry exactly.
+
+    orjson refuses nesting deeper than about 250 levels although it parses up to 1024, so deeper
+    parts become one string rather than an exception that would stop the stream.
+    """
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
+        if -(2**63) <= value < 2**64:
+            return value
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's int-to-str digit limit; hex has none
+            return hex(value)
+    if depth >= _MAX_DEPTH:
+        return _MAX_DEPTH_MARK
     if isinstance(value, Mapping):
-        return {str(_scrub(k)): _scrub(v) for k, v in value.items()}
+        return {str(_scrub(k, depth + 1)): _scrub(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
+        return [_scrub(v, depth + 1) for v in value]
     return str(value)
 
 

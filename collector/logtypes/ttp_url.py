@@ -16,12 +16,13 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     route = text(record, "route")
     user = text(record, "userEmailAddress")
     sender = text(record, "fromUserEmailAddress")
+    malicious = text(record, "scanResult") == "malicious"
     return compact(
         {
             "event": {
                 "action": text(record, "action"),
                 "category": ["email", "threat"],
-                "type": ["info"],
+                "type": ["indicator"] if malicious else ["info"],
             },
             "user": {"email": user},
             "email": {
@@ -33,7 +34,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             },
             "url": url_fields(url) if url else None,
             "source": {"ip": ip_or_none(record.get("sendingIp"))},
-            "rule": {"name": text(record, "ttpDefinition"), "category": text(record, "category")},
+            "rule": {"name": text(record, "ttpDefinition")},
         }
     )
 

@@ -71,6 +71,8 @@ class SimStats:
     faults: Counter[str] = field(default_factory=Counter)
     records_served: Counter[str] = field(default_factory=Counter)
 
+    call_log: list[tuple[float, str, int]] = field(default_factory=list)  # (monotonic time, path, status)
+
     def calls_to(self, path: str) -> int:
         return sum(n for (p, _), n in self.calls.items() if p == path)
 
@@ -330,6 +332,7 @@ class FakeMimecast:
         self, path: str, status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
     ) -> web.Response:
         self.stats.calls[(path, status)] += 1
+        self.stats.call_log.append((time.monotonic(), path, status))
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         return web.Response(status=status, body=raw, content_type="application/json", headers=headers or {})
 
