@@ -93,16 +93,24 @@ class PacingModel:
 
     def earliest_send(self, now: float) -> float:
         """The earliest time the next call may be sent (may be in the past: send now)."""
-        at = max(self.gate_until, now if self.last_send is None else self.last_send)
         if self.last_send is None:
-            return at
-        return max(at, self.last_send + self._spacing(now) * self._jitter)
+            return max(self.gate_until, now)
+        at = max(self.gate_until, self.last_send + self._spacing(now) * self._jitter)
+        refill = self._refill_at(now)
+        return at if refill is None else max(at, refill)
+
+    def _refill_at(self, now: float) -> float | None:
+        """With the bucket empty, the moment calls come back; the pace factor does not stretch it."""
+        if self.remaining is None or self.reset_at is None or now >= self.reset_at + GATE_JITTER_SECS:
+            return None
+        if self.remaining - self.in_flight > 0:
+            return None
+        return self.reset_at + GATE_JITTER_SECS
 
     def _spacing(self, now: float) -> float:
         spacing = self._header_spacing(now)
         if self.scale < 1.0:
-            steady = self.steady_spacing()
-            spacing = max(spacing, steady) / self.scale
+            spacing = max(spacing, self.steady_spacing()) / self.scale
         return max(spacing, self.ceiling_spacing)
 
     def _header_spacing(self, now: float) -> float:
@@ -111,16 +119,12 @@ class PacingModel:
         assert self.last_send is not None
         if now >= self.reset_at:  # the bucket has refilled since the last answer we saw
             available = self.limit - self.in_flight
-            if available > self.limit * self.burst_fraction:
-                return 0.0
-            return max(self.steady_spacing(), 0.0)
+            return 0.0 if available > self.limit * self.burst_fraction else self.steady_spacing()
         available = self.remaining - self.in_flight
-        if available <= 0:
-            # Nothing left until the reset: the next call goes just after it.
-            return self.reset_at + GATE_JITTER_SECS - self.last_send
-        if available > self.limit * self.burst_fraction:
-            return 0.0
-        return max(0.0, self.reset_at - self.last_send) / available
+        if available <= 0 or available > self.limit * self.burst_fraction:
+            return 0.0  # empty: _refill_at decides; plenty left: no need to wait
+        # Spread what is left so the last call still lands before the reset: A calls, A+1 gaps.
+        return max(0.0, self.reset_at - self.last_send) / (available + 1)
 
     def steady_spacing(self) -> float:
         """Spacing that spends one full bucket per refill period: the highest sustainable pace."""
@@ -164,7 +168,6 @@ class PacingModel:
         waits = [w for w in (parsed.reset_secs, parsed.retry_after_secs) if w is not None]
         # Without a hint from the server, back off exponentially.
         wait = max(waits) if waits else min(self.max_backoff, 2.0 ** (self.throttled_in_a_row - 1))
-        if parsed.reset_secs is None:
-            self.reset_at = now + wait
+        self.reset_at = now + wait
         jitter = self._rng.uniform(0.0, 0.1 * wait + GATE_JITTER_SECS)
         self.gate_until = max(self.gate_until, now + wait + jitter)

@@ -10,18 +10,17 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
 from collector.limiter import PacingModel
 
 
-@dataclass(order=True)
+@dataclass(eq=False)
 class _Waiter:
-    last_served: float
     arrival: int
-    stream: str = field(compare=False)
+    stream: str
 
 
 class Ticket:
@@ -77,12 +76,13 @@ class Pacer:
             ticket.done(None, {})
 
     async def _acquire(self, stream: str) -> None:
-        me = _Waiter(self._last_served.get(stream, float("-inf")), next(self._arrivals), stream)
+        me = _Waiter(next(self._arrivals), stream)
         self._waiters.append(me)
         try:
             while True:
                 now = self.clock()
-                first = min(self._waiters)
+                # Rank by each stream's latest grant now, not when its task began to wait.
+                first = min(self._waiters, key=lambda w: (self._last_served.get(w.stream, float("-inf")), w.arrival))
                 delay: float | None = None
                 if first is me and self.model.in_flight < self.max_in_flight:
                     delay = self.model.earliest_send(now) - now
