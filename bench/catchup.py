@@ -1,0 +1,146 @@
+"""Benchmark: drain a backlog through a tight rate limit. How close to the limit's lower bound?
+
+Starts the loopback Mimecast simulator with a backlog (default 10,000 events per log type over two
+days) and a tight limit (default 10 calls per 2 s per endpoint), runs ``mimecast-collector run
+--once`` as a real process, and prints:
+
+* wall time of the process, and the lower bound the limit allows: per endpoint,
+  (calls beyond the first bucket) x window / limit, the largest over the endpoints;
+* their ratio;
+* calls per endpoint against the minimum number of pages (ceil(events / page size)) and windows;
+* 429s.
+
+Usage: python bench/catchup.py [--events N] [--limit L] [--window-ms W] [--page-size P] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.simulator import FakeMimecast, SimSettings, generate
+from collector.timeutil import iso
+
+LOG_TYPES = {
+    "ttp_url": "/api/ttp/url/get-logs",
+    "ttp_impersonation": "/api/ttp/impersonation/get-logs",
+    "archive_search": "/api/archive/get-search-logs",
+}
+
+
+def config_text(directory: Path, sim: SimSettings, base_url: str, start: float, page_size: int) -> str:
+    return f"""
+[state]
+path = "{directory / "state.db"}"
+
+[accounts.bench]
+base_url = "{base_url}"
+auth = "hmac"
+access_key = "{sim.access_key}"
+secret_key = "{sim.secret_key}"
+app_id = "{sim.app_id}"
+app_key = "{sim.app_key}"
+start = "{iso(start)}"
+page_size = {page_size}
+
+[sinks.file]
+type = "file"
+path = "{directory / "events.jsonl"}"
+"""
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = SimSettings(rate_limit=args.limit, rate_window_ms=args.window_ms)
+    sim = FakeMimecast(settings)
+    now = int(time.time())
+    start = now - 2 * 86400 - 600
+    for name in LOG_TYPES:
+        sim.add(name, generate(name, args.events, start=now - 2 * 86400, end=now - 120, seed=42))
+    base_url = await sim.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        config = directory / "collector.toml"
+        config.write_text(config_text(directory, settings, base_url, start, args.page_size))
+        began = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collector",
+            "run",
+            "--once",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        wall = time.monotonic() - began
+        delivered = sum(1 for _ in (directory / "events.jsonl").open("rb"))
+        windows = sum(1 for line in err.splitlines() if b"window_committed" in line)
+    await sim.stop()
+    window_secs = args.window_ms / 1000
+    call_times = [at for at, _, _ in sim.stats.call_log]
+    per_endpoint = {}
+    for name, path in LOG_TYPES.items():
+        calls = sim.stats.calls_to(path)
+        per_endpoint[name] = {
+            "calls": calls,
+            "min_pages": math.ceil(args.events / args.page_size),
+            "bound_secs": round(max(0, calls - args.limit) * window_secs / args.limit, 3),
+        }
+    bound = max(e["bound_secs"] for e in per_endpoint.values())
+    return {
+        "benchmark": "catchup",
+        "events_per_type": args.events,
+        "limit": f"{args.limit} calls / {window_secs:g} s per endpoint",
+        "page_size": args.page_size,
+        "exit_code": process.returncode,
+        "delivered": delivered,
+        "wall_secs": round(wall, 3),
+        "bound_secs": bound,
+        "ratio": round(wall / bound, 3) if bound else None,
+        "target_secs": round(1.15 * bound + 2, 3),
+        "first_call_after_secs": round(min(call_times) - began, 3),
+        "calls_span_secs": round(max(call_times) - min(call_times), 3),
+        "throttled_429": sim.stats.throttled,
+        "windows_logged": windows,
+        "endpoints": per_endpoint,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--window-ms", type=int, default=2000)
+    parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    calls = ", ".join(
+        f"{name} {e['calls']} calls / {e['min_pages']} min pages" for name, e in result["endpoints"].items()
+    )
+    print(
+        f"catchup: wall {result['wall_secs']:.2f} s, bound {result['bound_secs']:.2f} s, "
+        f"ratio {result['ratio']}, target <= {result['target_secs']:.2f} s "
+        f"(first call at {result['first_call_after_secs']:.2f} s, calls span {result['calls_span_secs']:.2f} s); "
+        f"{calls}; "
+        f"429s {result['throttled_429']}; delivered {result['delivered']}/{3 * args.events}; "
+        f"exit {result['exit_code']}"
+    )
+    if args.json:
+        args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0 if result["exit_code"] == 0 and result["delivered"] == 3 * args.events else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
