@@ -12,7 +12,8 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,12 +26,14 @@ from collector.auth import make_authenticator
 from collector.client import MimecastClient, tls_setting
 from collector.config.model import Config
 from collector.dispatcher import Dispatcher, SpoolSignal
-from collector.errors import SinkError, StoreError
+from collector.errors import SinkError, StartupError, StoreError
+from collector.health import HealthServer
 from collector.logs import get_logger, register_secret
 from collector.pacer import PacerRegistry
 from collector.poller import Poller, StreamSpec
 from collector.sinks import create_sink
 from collector.store import Store
+from collector.systemd import Notifier
 from collector.telemetry import Telemetry
 from collector.timeutil import iso
 
@@ -75,6 +78,14 @@ class StateLock:
             self._file = None
 
 
+def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    async def shielded() -> None:
+        with anyio.CancelScope(shield=True):
+            await close()
+
+    return shielded
+
+
 def register_config_secrets(config: Config) -> None:
     """Every secret in the config is masked in logs from now on."""
     for account in config.accounts:
@@ -91,6 +102,7 @@ class Collector:
         once: bool = False,
         handle_signals: bool = True,
         telemetry: Telemetry | None = None,
+        notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -100,6 +112,8 @@ class Collector:
         self.clock = clock
         self.pollers: list[Poller] = []
         self.dispatchers: list[Dispatcher] = []
+        self.notifier = notifier or Notifier()
+        self.health: HealthServer | None = None
         self.ready = anyio.Event()
         self._stop_requested = anyio.Event()
         self._log = get_logger()
@@ -109,41 +123,49 @@ class Collector:
 
     async def run(self) -> RunResult:
         register_config_secrets(self.config)
-        lock = StateLock(self.config.state.path)
-        lock.acquire()
-        try:
+        async with AsyncExitStack() as stack:
+            lock = StateLock(self.config.state.path)
+            lock.acquire()
+            stack.callback(lock.release)
             store = await Store.open(self.config.state.path, synchronous=self.config.state.synchronous)
+            stack.push_async_callback(store.close)
+            signal_ = SpoolSignal()
+            self.dispatchers = await self._dispatchers(stack, store, signal_)
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+                    headers={"User-Agent": f"mimecast-collector/{__version__}"},
+                )
+            )
+            self.pollers = self._pollers(session, store, signal_)
+            if self.config.service.listen:
+                self.health = HealthServer(self.config.service.listen, self.telemetry, lambda: self.pollers, self.clock)
+                try:
+                    await self.health.start()
+                except OSError as exc:
+                    raise StartupError(
+                        f"service.listen: cannot listen on {self.config.service.listen}: {exc.strerror}"
+                    ) from None
+                stack.push_async_callback(self.health.stop)
+                self._log.info("health_endpoint_listening", address=self.health.address)
+            self.notifier.notify("READY=1", f"STATUS=collecting {len(self.pollers)} streams")
             try:
-                return await self._run_with(store)
+                return await self._supervise()
             finally:
-                await store.close()
-        finally:
-            lock.release()
+                self.notifier.notify("STOPPING=1")
 
-    async def _run_with(self, store: Store) -> RunResult:
-        signal_ = SpoolSignal()
-        sinks = []
+    async def _dispatchers(self, stack: AsyncExitStack, store: Store, signal_: SpoolSignal) -> list[Dispatcher]:
+        names = [settings.name for settings in self.config.sinks]
+        dispatchers = []
         for settings in self.config.sinks:
             sink = create_sink(settings)
             try:
                 await sink.open()
             except SinkError as error:
-                raise StoreError(f"sink {settings.name!r} cannot start: {error}") from None
-            sinks.append((settings, sink))
-        names = [s.name for s, _ in sinks]
-        self.dispatchers = [
-            Dispatcher(settings, sink, store, self.telemetry, signal_, all_sinks=names) for settings, sink in sinks
-        ]
-        connector = aiohttp.TCPConnector(limit=64, ttl_dns_cache=300)
-        headers = {"User-Agent": f"mimecast-collector/{__version__}"}
-        try:
-            async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-                self.pollers = self._pollers(session, store, signal_)
-                return await self._supervise()
-        finally:
-            with anyio.CancelScope(shield=True):
-                for _, sink in sinks:
-                    await sink.close()
+                raise StartupError(f"sink {settings.name!r} cannot start: {error}") from None
+            stack.push_async_callback(_shielded(sink.close))
+            dispatchers.append(Dispatcher(settings, sink, store, self.telemetry, signal_, all_sinks=names))
+        return dispatchers
 
     def _pollers(self, session: aiohttp.ClientSession, store: Store, signal_: SpoolSignal) -> list[Poller]:
         pacers = PacerRegistry()
@@ -193,12 +215,14 @@ class Collector:
             await self._stop_requested.wait()
             grace = self.config.service.shutdown_grace_secs
             self._log.info("shutdown_started", grace_secs=grace)
+            self.notifier.notify("STOPPING=1")
             collection.cancel()
             delivery.deadline = anyio.current_time() + grace
 
         async with anyio.create_task_group() as outer:
             outer.start_soon(collect)
             outer.start_soon(stop_on_request)
+            outer.start_soon(self.notifier.watchdog)
             if self.handle_signals:
                 outer.start_soon(self._signals, delivery)
             self.ready.set()

@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
-from collector.app import EXIT_IOERR, EXIT_SOFTWARE, Collector, StateLock
+from collector.app import EXIT_CANTCREAT, EXIT_IOERR, EXIT_SOFTWARE, Collector, StateLock
 from collector.config import Config, load_config
 from collector.config.model import DAY
-from collector.errors import ConfigError, StoreError
+from collector.errors import ConfigError, StartupError, StoreError
 from collector.logs import LEVELS, configure_logging, get_logger
 from collector.logtypes import LOG_TYPES
 from collector.status import render_status, status_report
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as error:
         print(f"mimecast-collector: state error: {error}", file=sys.stderr)
         return EXIT_IOERR
+    except StartupError as error:
+        print(f"mimecast-collector: cannot start: {error}", file=sys.stderr)
+        return EXIT_CANTCREAT
     except KeyboardInterrupt:
         return 130
 
@@ -90,15 +93,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = anyio.run(collector.run)
     except BaseExceptionGroup as group:
-        store_errors = group.subgroup(StoreError)
-        if store_errors is not None:
-            raise _first(store_errors) from None
+        known = group.subgroup((StoreError, StartupError))
+        if known is not None:
+            raise _first(known) from None
         get_logger().error("collector_crashed", exc_info=group)
         return EXIT_SOFTWARE
     return result.exit_code
 
 
-def _first(group: BaseExceptionGroup[StoreError]) -> StoreError:
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for exc in group.exceptions:
         return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
     raise AssertionError("empty exception group")

@@ -98,6 +98,10 @@ class Dispatcher:
             self.delivered += len(batch)
             await self._store.ack(self.settings.name, self.offset, len(batch), now=self._clock(), sinks=self._all_sinks)
             self._telemetry.events_delivered.labels(self.settings.name).inc(len(batch))
+            # Rows after an offset are never deleted, and sequence numbers have no gaps: the
+            # backlog is a subtraction, not a count over a table that may hold millions of rows.
+            backlog = await self._store.last_seq() - self.offset
+            self._telemetry.spool_backlog.labels(self.settings.name).set(backlog)
             self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
             self._log.debug("batch_delivered", events=len(batch), offset=self.offset)
 

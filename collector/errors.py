@@ -33,6 +33,10 @@ class StoreError(CollectorError):
     """The state store cannot be opened or written (locked, corrupt, read-only, disk full)."""
 
 
+class StartupError(CollectorError):
+    """Something the collector needs at start cannot be had (a sink's target, the health port)."""
+
+
 class SinkError(CollectorError):
     """A sink could not deliver a batch. ``retryable`` says whether trying again may help."""
 

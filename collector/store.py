@@ -310,6 +310,12 @@ class Store:
         names = ("name", "offset", "delivered_total", "last_delivery_at", "last_error", "backlog")
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    async def last_seq(self) -> int:
+        """Highest spool sequence number handed out so far (0 when none)."""
+        async with self._lock:
+            rows = await self._query("SELECT seq FROM sqlite_sequence WHERE name = 'spool'")
+        return int(rows[0][0]) if rows else 0
+
     async def backlog(self, after: int) -> int:
         async with self._lock:
             rows = await self._query("SELECT count(*) FROM spool WHERE seq > ?", (after,))

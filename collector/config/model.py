@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES
 from collector.options import Secret, option
 from collector.sinks.base import SinkSettings
@@ -39,6 +40,18 @@ class StateConfig:
 @dataclass(frozen=True)
 class ServiceConfig:
     shutdown_grace_secs: float = option(30.0, min=0, max=3600, doc="time sinks get to drain on SIGTERM")
+    listen: str | None = option(None, doc="host:port for /healthz, /readyz and /metrics; off when unset")
+
+    def __post_init__(self) -> None:
+        if self.listen is None:
+            return
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(
+                "service.listen",
+                f"{self.listen!r} is not host:port",
+                'write e.g. "127.0.0.1:9464" (port 0 picks a free one)',
+            )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,152 @@
+"""Running unattended: /metrics counters move, /readyz follows the API, sd_notify speaks to systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+
+from collector.app import Collector
+from collector.config import load_config
+from collector.simulator import FakeMimecast
+from tests.helpers import delivered_ids, expected_ids, seed, write_config
+
+FAST_FAILURE = {"poll_interval_secs": 1, "request_timeout_secs": 1, "retry_max_secs": 1, "connect_timeout_secs": 1}
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def readyz(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
+    status, body = await get(http, f"{base}/readyz")
+    return status, orjson.loads(body)
+
+
+async def test_metrics_move_and_readiness_follows_the_api(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """Counters grow as events flow; /readyz goes 503 while the API is down and 200 once it is back."""
+    sim: FakeMimecast = await make_sim(rate_limit=6, rate_window_ms=1000)
+    records = seed(sim, 600, days=1)
+    config_path = write_config(tmp_path, sim.base_url, account={"page_size": 50, **FAST_FAILURE})
+    config_path.write_text(config_path.read_text().replace("[service]", '[service]\nlisten = "127.0.0.1:0"'))
+    collector = Collector(load_config(config_path), handle_signals=False)
+    port = int(sim.base_url.rsplit(":", 1)[1])
+
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        tg.start_soon(collector.run)
+        with anyio.fail_after(10):
+            await collector.ready.wait()
+        assert collector.health is not None
+        base = f"http://{collector.health.address}"
+        assert await get(http, f"{base}/healthz") == (200, '{"status":"ok"}')
+
+        with anyio.fail_after(20):
+            while (await get(http, f"{base}/readyz"))[0] != 200:  # noqa: ASYNC110 - polling an endpoint
+                await anyio.sleep(0.2)
+        first = (await get(http, f"{base}/metrics"))[1]
+        await anyio.sleep(1.5)
+        second = (await get(http, f"{base}/metrics"))[1]
+        url = {"account": "acme", "log_type": "ttp_url"}
+        assert metric(second, "mimecast_events_fetched_total", **url) > metric(
+            first, "mimecast_events_fetched_total", **url
+        )
+        assert metric(second, "mimecast_events_delivered_total", sink="local") > 0
+        assert (
+            metric(second, "mimecast_api_calls_total", account="acme", endpoint="/api/ttp/url/get-logs", status="200")
+            > 0
+        )
+        assert "mimecast_window_lag_seconds" in second
+        assert "mimecast_spool_backlog_events" in second
+
+        with anyio.fail_after(60):  # let the backlog finish, so "ready" below is about the API only
+            while len(delivered_ids(tmp_path / "out")) < 1800:  # noqa: ASYNC110
+                await anyio.sleep(0.2)
+        await sim.stop()
+        with anyio.fail_after(30):  # every stream goes stale, each on its own clock
+            status, report = await readyz(http, base)
+            while any(stream["ready"] for stream in report["streams"].values()):
+                await anyio.sleep(0.25)
+                status, report = await readyz(http, base)
+        assert status == 503
+        assert report["ready"] is False
+        assert all(s["why"] for s in report["streams"].values())
+
+        await sim.start(port=port)
+        with anyio.fail_after(30):
+            while (answer := await get(http, f"{base}/readyz"))[0] != 200:  # noqa: ASYNC110
+                await anyio.sleep(0.25)
+        assert orjson.loads(answer[1])["ready"] is True
+        collector.request_stop()
+
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+
+
+async def test_systemd_notify_ready_watchdog_stopping(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """Under NOTIFY_SOCKET the daemon says READY=1, pings WATCHDOG=1, and says STOPPING=1 on SIGTERM."""
+    sim: FakeMimecast = await make_sim()
+    seed(sim, 100, days=1)
+    config = write_config(tmp_path, sim.base_url)
+    address = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.setblocking(False)
+    messages: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    async def until(state: str) -> None:
+        while state not in messages:
+            messages.extend((await loop.sock_recv(receiver, 4096)).decode().splitlines())
+
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "collector",
+        "run",
+        "--config",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.wait_for(until("READY=1"), timeout=20)
+        before = messages.count("WATCHDOG=1")
+        await asyncio.wait_for(until_count(messages, loop, receiver, "WATCHDOG=1", before + 2), timeout=5)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(until("STOPPING=1"), timeout=20)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        receiver.close()
+    assert messages.index("READY=1") < messages.index("STOPPING=1")
+    assert any(m.startswith("STATUS=") for m in messages)
+
+
+async def until_count(
+    messages: list[str], loop: asyncio.AbstractEventLoop, receiver: socket.socket, state: str, count: int
+) -> None:
+    while messages.count(state) < count:
+        messages.extend((await loop.sock_recv(receiver, 4096)).decode().splitlines())
