@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from collector import __version__
 from collector.app import EXIT_CANTCREAT, EXIT_IOERR, EXIT_SOFTWARE, Collector, StateLock
 from collector.config import Config, load_config
 from collector.config.model import DAY
+from collector.demo import prepare, run_demo
 from collector.errors import ConfigError, StartupError, StoreError
 from collector.logs import LEVELS, configure_logging, get_logger
 from collector.logtypes import LOG_TYPES
@@ -54,13 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--stream", required=True, choices=tuple(LOG_TYPES), help="log type to rewind")
     reset.add_argument("--account", help="account name (default: every account that has the stream)")
     reset.add_argument("--start", help="ISO 8601 time to restart from (default: the account's start or 24 h ago)")
+    demo = commands.add_parser("demo", parents=[common], help="run against the built-in API simulator")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where events go (default: ./demo-out)")
+    demo.add_argument("--events", type=int, default=5000, help="events per log type (default: 5000)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "auto"))
-    handler = {"run": _run, "validate": _validate, "status": _status, "reset": _reset}[args.command]
+    quiet = "error" if args.command == "demo" else "info"  # the demo prints its own progress
+    configure_logging(getattr(args, "log_level", quiet), getattr(args, "log_format", "auto"))
+    handler = {"run": _run, "validate": _validate, "status": _status, "reset": _reset, "demo": _demo}[args.command]
     try:
         return handler(args)
     except ConfigError as error:
@@ -105,6 +111,12 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for exc in group.exceptions:
         return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
     raise AssertionError("empty exception group")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not 1 <= args.events <= 1_000_000:
+        raise ConfigError("--events", f"{args.events} is out of range", "use a number between 1 and 1000000")
+    return anyio.run(functools.partial(run_demo, prepare(args.out), events_per_type=args.events))
 
 
 def _status(args: argparse.Namespace) -> int:

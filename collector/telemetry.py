@@ -80,6 +80,10 @@ class Telemetry:
         health = self.health(account, log_type)
         health.last_error, health.fatal = summary, fatal
 
+    def sample(self, name: str, **labels: str) -> float:
+        """Current value of one sample, e.g. ``sample("mimecast_events_spooled_total", account=..)``."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
     def total(self, counter: Counter) -> float:
         """Sum of a counter over all its label values (for the shutdown summary)."""
         return sum(

@@ -1,0 +1,42 @@
+"""The newcomer's first command: `mimecast-collector demo` leaves readable events of every log type."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def test_demo_collects_all_three_log_types(tmp_path: Path) -> None:
+    """The demo exits 0 and writes JSON lines for all three log types into ./demo-out."""
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "demo", "--events", "1500"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    events = [orjson.loads(line) for line in (tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()]
+    datasets = sorted({e["event"]["dataset"] for e in events})
+    assert datasets == ["mimecast.archive_search", "mimecast.ttp_impersonation", "mimecast.ttp_url"]
+    assert len(events) == 4500
+    assert "4500 events in" in done.stdout
+    assert "throttled (429): 0" in done.stdout
+    assert done.stderr == ""  # nothing went wrong worth a log line
+
+
+def test_demo_twice_starts_afresh(tmp_path: Path) -> None:
+    """Running the demo again replaces the earlier run's files instead of appending to them."""
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-m", "collector", "demo", "--events", "100"],
+            cwd=tmp_path,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 300
