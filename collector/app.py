@@ -23,6 +23,7 @@ import anyio
 
 from collector import __version__
 from collector.auth import make_authenticator
+from collector.backpressure import SpoolGate
 from collector.client import MimecastClient, tls_setting
 from collector.config.model import Config
 from collector.dispatcher import Dispatcher, SpoolSignal
@@ -129,15 +130,22 @@ class Collector:
             stack.callback(lock.release)
             store = await Store.open(self.config.state.path, synchronous=self.config.state.synchronous)
             stack.push_async_callback(store.close)
-            signal_ = SpoolSignal()
-            self.dispatchers = await self._dispatchers(stack, store, signal_)
+            signal_, acked = SpoolSignal(), SpoolSignal()
+            self.dispatchers = await self._dispatchers(stack, store, signal_, acked)
+            gate = SpoolGate(
+                store,
+                self.config.state,
+                self.telemetry,
+                acked,
+                lambda: {d.settings.name: d.offset for d in self.dispatchers},
+            )
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
                     headers={"User-Agent": f"mimecast-collector/{__version__}"},
                 )
             )
-            self.pollers = self._pollers(session, store, signal_)
+            self.pollers = self._pollers(session, store, signal_, gate)
             if self.config.service.listen:
                 self.health = HealthServer(self.config.service.listen, self.telemetry, lambda: self.pollers, self.clock)
                 try:
@@ -154,7 +162,9 @@ class Collector:
             finally:
                 self.notifier.notify("STOPPING=1")
 
-    async def _dispatchers(self, stack: AsyncExitStack, store: Store, signal_: SpoolSignal) -> list[Dispatcher]:
+    async def _dispatchers(
+        self, stack: AsyncExitStack, store: Store, signal_: SpoolSignal, acked: SpoolSignal
+    ) -> list[Dispatcher]:
         names = [settings.name for settings in self.config.sinks]
         dispatchers = []
         for settings in self.config.sinks:
@@ -164,10 +174,14 @@ class Collector:
             except SinkError as error:
                 raise StartupError(f"sink {settings.name!r} cannot start: {error}") from None
             stack.push_async_callback(_shielded(sink.close))
-            dispatchers.append(Dispatcher(settings, sink, store, self.telemetry, signal_, all_sinks=names))
+            dispatchers.append(
+                Dispatcher(settings, sink, store, self.telemetry, signal_, all_sinks=names, on_ack=acked.notify)
+            )
         return dispatchers
 
-    def _pollers(self, session: aiohttp.ClientSession, store: Store, signal_: SpoolSignal) -> list[Poller]:
+    def _pollers(
+        self, session: aiohttp.ClientSession, store: Store, signal_: SpoolSignal, gate: SpoolGate
+    ) -> list[Poller]:
         pacers = PacerRegistry()
         pollers = []
         now = int(self.clock())
@@ -185,6 +199,7 @@ class Collector:
                         store,
                         self.telemetry,
                         on_commit=signal_.notify,
+                        before_fetch=gate.before_fetch,
                         once_until=now - account.lag_secs if self.once else None,
                         dedup_retention_secs=self.config.state.dedup_retention_secs,
                         clock=self.clock,

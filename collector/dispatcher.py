@@ -49,6 +49,7 @@ class Dispatcher:
         signal: SpoolSignal,
         *,
         all_sinks: Sequence[str],
+        on_ack: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -59,6 +60,7 @@ class Dispatcher:
         self._telemetry = telemetry
         self._signal = signal
         self._all_sinks = list(all_sinks)
+        self._on_ack = on_ack
         self._encode = ENCODERS[settings.format]
         self._rng = rng or random.Random()
         self._clock = clock
@@ -98,10 +100,8 @@ class Dispatcher:
             self.delivered += len(batch)
             await self._store.ack(self.settings.name, self.offset, len(batch), now=self._clock(), sinks=self._all_sinks)
             self._telemetry.events_delivered.labels(self.settings.name).inc(len(batch))
-            # Rows after an offset are never deleted, and sequence numbers have no gaps: the
-            # backlog is a subtraction, not a count over a table that may hold millions of rows.
-            backlog = await self._store.last_seq() - self.offset
-            self._telemetry.spool_backlog.labels(self.settings.name).set(backlog)
+            self._telemetry.spool_backlog.labels(self.settings.name).set(await self._store.backlog(self.offset))
+            self._on_ack()
             self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
             self._log.debug("batch_delivered", events=len(batch), offset=self.offset)
 

@@ -7,6 +7,9 @@ from typing import Any
 
 import orjson
 
+from collector.cef import encode_cef
+from collector.leef import encode_leef
+
 Encoder = Callable[[bytes], bytes]
 
 
@@ -28,4 +31,4 @@ def encode_raw(doc: bytes) -> bytes:
     return orjson.dumps(out)
 
 
-ENCODERS: Mapping[str, Encoder] = {"json": encode_json, "raw": encode_raw}
+ENCODERS: Mapping[str, Encoder] = {"json": encode_json, "raw": encode_raw, "cef": encode_cef, "leef": encode_leef}

@@ -35,6 +35,9 @@ class StateConfig:
         3600, min=0, max=30 * DAY, doc="keep dedup keys this long past the overlap they guard"
     )
     synchronous: str = option("normal", choices=("normal", "full"), doc="SQLite synchronous mode")
+    max_spool_bytes: int = option(1 << 30, min=0, max=1 << 50, doc="spool high-water mark in bytes; 0 = none")
+    max_spool_events: int = option(0, min=0, max=1 << 40, doc="spool high-water mark in events; 0 = none")
+    when_full: str = option("block", choices=("block", "drop_oldest"), doc="what a full spool does")
 
 
 @dataclass(frozen=True)

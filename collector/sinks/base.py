@@ -8,7 +8,7 @@ from typing import Protocol
 
 from collector.options import option
 
-FORMATS = ("json", "raw")
+FORMATS = ("json", "raw", "cef", "leef")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,7 +17,7 @@ class SinkSettings:
 
     name: str
     type: str
-    format: str = option("json", choices=FORMATS, doc="json (ECS event) or raw (original record)")
+    format: str = option("json", choices=FORMATS, doc="json (ECS event), raw (original record), cef or leef")
     batch_max_events: int = option(1000, min=1, max=100_000, doc="events per send_batch call")
     retry_max_secs: float = option(60.0, min=0.1, max=3600, doc="longest backoff after a failed batch")
 

@@ -1,0 +1,524 @@
+"""The SQLite store on real files: streams, dedup, the spool, sink offsets, failures and reopening."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from collector.errors import StoreError
+from collector.logtypes.base import Event
+from collector.store import PageResult, SpoolRow, Store, StreamState
+
+START = 1_000
+CORRUPT = random.Random(7).randbytes(8192)
+
+
+def ev(key: str, time: int = 100) -> Event:
+    return Event(key, time, {"k": key})
+
+
+def doc(key: str) -> bytes:
+    return b'{"k":"' + key.encode() + b'"}'
+
+
+def dedup_keys(path: Path) -> list[tuple[int, str, int]]:
+    """The dedup table as a second, plain sqlite3 connection sees it."""
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT stream_id, key, seen_until FROM dedup ORDER BY stream_id, key").fetchall()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store on a real file; closed after the test."""
+    opened = await Store.open(tmp_path / "state.db")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def reap_leaked_connections() -> Iterator[None]:
+    """Collect connections a failed open left behind (see the hang test), so pytest itself can exit."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+async def pause_at(store: Store, sql: str) -> tuple[threading.Event, threading.Event]:
+    """Hold the store's worker thread just before it runs the next statement starting with ``sql``.
+
+    Returns (entered, release): ``entered`` is set once the thread is held, ``release`` lets it go on.
+    """
+    entered, release = threading.Event(), threading.Event()
+    armed = [True]
+
+    def trace(statement: str) -> None:
+        if armed[0] and statement.startswith(sql):
+            armed[0] = False
+            entered.set()
+            release.wait(10)
+
+    await store._db.set_trace_callback(trace)
+    return entered, release
+
+
+# --- streams ---------------------------------------------------------------------------------------
+
+
+async def test_stream_is_created_at_start_once(store: Store) -> None:
+    """The first call creates the stream at `start`; later calls return the saved state and ignore `start`."""
+    first = await store.stream("acme", "ttp_url", start=START)
+    await store.commit_page([], first.next_page(2_000, "tok-1"), seen_until=2_000, now=5.0)
+
+    again = await store.stream("acme", "ttp_url", start=9_999)
+
+    assert first == StreamState(first.id, "acme", "ttp_url", START, None, None)
+    assert again == StreamState(first.id, "acme", "ttp_url", START, 2_000, "tok-1")
+
+
+async def test_streams_of_other_accounts_and_types_are_separate(store: Store) -> None:
+    """Each (account, log type) pair is its own stream with its own id and start."""
+    a = await store.stream("acme", "ttp_url", start=1)
+    b = await store.stream("acme", "archive_search", start=2)
+    c = await store.stream("other", "ttp_url", start=3)
+
+    assert len({a.id, b.id, c.id}) == 3
+    assert (a.window_start, b.window_start, c.window_start) == (1, 2, 3)
+
+
+# --- commit_page and dedup -------------------------------------------------------------------------
+
+
+async def test_commit_page_spools_new_events_and_counts_duplicates(store: Store) -> None:
+    """Duplicates within a page and against earlier pages are counted, not spooled; the position is saved."""
+    state = await store.stream("acme", "ttp_url", start=START)
+
+    first = await store.commit_page(
+        [ev("a", 10), ev("b", 11), ev("a", 12)], state.next_page(2_000, "t1"), seen_until=2_000, now=5.0
+    )
+    second = await store.commit_page(
+        [ev("b"), ev("c", 13), ev("c"), ev("a")], state.window_done(2_000), seen_until=2_000, now=6.0
+    )
+
+    assert first == PageResult(new=2, duplicates=1)
+    assert second == PageResult(new=1, duplicates=3)
+    assert await store.read_spool(0, 100) == [
+        SpoolRow(1, "a", 10, doc("a"), "acme", "ttp_url"),
+        SpoolRow(2, "b", 11, doc("b"), "acme", "ttp_url"),
+        SpoolRow(3, "c", 13, doc("c"), "acme", "ttp_url"),
+    ]
+    assert await store.stream("acme", "ttp_url", start=0) == StreamState(state.id, "acme", "ttp_url", 2_000, None, None)
+    [row] = await store.streams()
+    assert row["events_total"] == 3
+    assert row["last_success_at"] == 6.0
+
+
+async def test_failed_commit_changes_neither_dedup_nor_position(store: Store) -> None:
+    """The spool INSERT fails mid-transaction: dedup keys and the stream position stay as they were."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    await store.commit_page([ev("a")], state.next_page(2_000, "t1"), seen_until=2_000, now=5.0)
+    with sqlite3.connect(store.path) as other:
+        other.execute("DROP TABLE spool")
+
+    with pytest.raises(StoreError, match="no such table: spool"):
+        await store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=3_000, now=6.0)
+
+    assert dedup_keys(store.path) == [(state.id, "a", 2_000)]
+    assert await store.stream("acme", "ttp_url", start=0) == StreamState(
+        state.id, "acme", "ttp_url", START, 2_000, "t1"
+    )
+
+
+async def test_commit_failing_at_the_position_update_spools_nothing(store: Store) -> None:
+    """The last statement (position update) fails: the page's spool rows and dedup keys are rolled back too."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    with sqlite3.connect(store.path) as other:
+        other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON streams BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+    with pytest.raises(StoreError, match="refused"):
+        await store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=2_000, now=5.0)
+
+    assert await store.read_spool(0, 100) == []
+    assert dedup_keys(store.path) == []
+    with sqlite3.connect(store.path) as other:
+        other.execute("DROP TRIGGER refuse")
+    retried = await store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=2_000, now=6.0)
+    assert retried == PageResult(new=2, duplicates=0)
+    assert [r.key for r in await store.read_spool(0, 100)] == ["a", "b"]
+
+
+async def test_commit_cancelled_mid_transaction_is_rolled_back(store: Store) -> None:
+    """Cancelled while the spool INSERT runs: nothing of the page is kept, and the store stays usable."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    entered, release = await pause_at(store, "INSERT INTO spool")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(store.commit_page, [ev("a")], state.window_done(2_000), seen_until=2_000, now=5.0)
+        )
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        tg.cancel_scope.cancel()
+        release.set()
+
+    assert entered.is_set()
+    assert dedup_keys(store.path) == []
+    assert await store.read_spool(0, 100) == []
+    assert await store.stream("acme", "ttp_url", start=0) == state
+    again = await store.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=6.0)
+    assert again == PageResult(new=1, duplicates=0)
+
+
+async def test_commit_cancelled_during_begin_leaves_store_usable(store: Store) -> None:
+    """Cancelled while BEGIN IMMEDIATE runs: the transaction it opened is rolled back, later writes work."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    entered, release = await pause_at(store, "BEGIN IMMEDIATE")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(store.commit_page, [ev("a")], state.window_done(2_000), seen_until=2_000, now=5.0)
+        )
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        tg.cancel_scope.cancel()
+        release.set()
+
+    assert entered.is_set()
+    await store.record_error(state.id, "still writable", fatal=False, now=7.0)
+    [row] = await store.streams()
+    assert (row["window_start"], row["last_error"]) == (START, "still writable")
+    with sqlite3.connect(store.path) as other:
+        assert other.execute("SELECT last_error FROM streams").fetchall() == [("still writable",)]
+
+
+async def test_commit_cancelled_during_commit_propagates_cancellation(store: Store) -> None:
+    """Cancelled while COMMIT runs: the page is committed and cancellation (not a sqlite error) propagates."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    entered, release = await pause_at(store, "COMMIT")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(store.commit_page, [ev("a")], state.window_done(2_000), seen_until=2_000, now=5.0)
+        )
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        tg.cancel_scope.cancel()
+        release.set()
+
+    assert entered.is_set()
+    assert dedup_keys(store.path) == [(state.id, "a", 2_000)]
+    assert [r.key for r in await store.read_spool(0, 100)] == ["a"]
+    assert (await store.stream("acme", "ttp_url", start=0)).window_start == 2_000
+
+
+async def test_dedup_is_per_stream(store: Store) -> None:
+    """The same key in two streams is spooled once for each."""
+    url = await store.stream("acme", "ttp_url", start=START)
+    search = await store.stream("acme", "archive_search", start=START)
+
+    first = await store.commit_page([ev("same")], url.window_done(2_000), seen_until=2_000, now=5.0)
+    second = await store.commit_page([ev("same")], search.window_done(2_000), seen_until=2_000, now=5.0)
+
+    assert (first, second) == (PageResult(1, 0), PageResult(1, 0))
+    assert [r.key for r in await store.read_spool(0, 100)] == ["same", "same"]
+
+
+async def test_prune_before_drops_old_keys_of_that_stream_only(store: Store) -> None:
+    """Keys last seen before `prune_before` are forgotten for that stream; other streams and fresh keys stay."""
+    url = await store.stream("acme", "ttp_url", start=START)
+    search = await store.stream("acme", "archive_search", start=START)
+    await store.commit_page([ev("old"), ev("kept")], url.window_done(2_000), seen_until=100, now=5.0)
+    await store.commit_page([ev("old")], search.window_done(2_000), seen_until=100, now=5.0)
+    await store.commit_page([ev("kept"), ev("new")], url.window_done(3_000), seen_until=300, now=6.0)
+
+    await store.commit_page([], url.window_done(4_000), seen_until=400, prune_before=200, now=7.0)
+
+    assert dedup_keys(store.path) == [
+        (url.id, "kept", 300),
+        (url.id, "new", 300),
+        (search.id, "old", 100),
+    ]
+    url_again = await store.commit_page([ev("old"), ev("kept")], url.window_done(5_000), seen_until=500, now=8.0)
+    search_again = await store.commit_page([ev("old")], search.window_done(5_000), seen_until=500, now=8.0)
+    assert url_again == PageResult(new=1, duplicates=1)
+    assert search_again == PageResult(new=0, duplicates=1)
+
+
+# --- spool and sinks -------------------------------------------------------------------------------
+
+
+async def fill(store: Store, keys: list[str]) -> None:
+    state = await store.stream("acme", "ttp_url", start=START)
+    await store.commit_page([ev(k) for k in keys], state.window_done(2_000), seen_until=2_000, now=5.0)
+
+
+async def test_read_spool_returns_rows_after_offset_in_order_with_limit(store: Store) -> None:
+    """Rows strictly after the offset, in seq order, at most `limit` of them."""
+    await fill(store, ["a", "b", "c", "d", "e"])
+
+    rows = await store.read_spool(2, 2)
+
+    assert rows == [
+        SpoolRow(3, "c", 100, doc("c"), "acme", "ttp_url"),
+        SpoolRow(4, "d", 100, doc("d"), "acme", "ttp_url"),
+    ]
+    assert [r.seq for r in await store.read_spool(4, 10)] == [5]
+    assert await store.read_spool(5, 10) == []
+
+
+async def test_ack_deletes_only_rows_every_sink_has(store: Store) -> None:
+    """A fast sink's ack keeps rows the slow sink still needs; the slow sink's ack then frees them."""
+    await fill(store, ["a", "b", "c", "d", "e"])
+    assert (await store.sink_offset("fast"), await store.sink_offset("slow")) == (0, 0)
+
+    await store.ack("fast", 4, 4, now=10.0, sinks=["fast", "slow"])
+    assert [r.seq for r in await store.read_spool(0, 100)] == [1, 2, 3, 4, 5]
+
+    await store.ack("slow", 2, 2, now=11.0, sinks=["fast", "slow"])
+    assert [r.seq for r in await store.read_spool(0, 100)] == [3, 4, 5]
+    assert (await store.sink_offset("fast"), await store.sink_offset("slow")) == (4, 2)
+
+
+async def test_new_sink_starts_at_zero_and_sees_everything_still_spooled(store: Store) -> None:
+    """A sink added later starts at offset 0 and reads every row not yet deleted."""
+    await fill(store, ["a", "b", "c", "d"])
+    await store.sink_offset("old")
+    await store.ack("old", 2, 2, now=10.0, sinks=["old"])
+
+    offset = await store.sink_offset("new")
+
+    assert offset == 0
+    assert [r.key for r in await store.read_spool(offset, 100)] == ["c", "d"]
+    await store.ack("old", 4, 2, now=11.0, sinks=["old", "new"])
+    assert [r.key for r in await store.read_spool(0, 100)] == ["c", "d"]
+
+
+async def test_configured_sink_without_offset_blocks_deletion(store: Store) -> None:
+    """A configured sink that never registered an offset keeps every row spooled."""
+    await fill(store, ["a", "b"])
+    await store.sink_offset("one")
+
+    await store.ack("one", 2, 2, now=10.0, sinks=["one", "not_started_yet"])
+
+    assert [r.seq for r in await store.read_spool(0, 100)] == [1, 2]
+
+
+async def test_seq_is_never_reused_after_deletion(store: Store) -> None:
+    """After every row is delivered and deleted, new rows get higher seq numbers (also after reopening)."""
+    await fill(store, ["a", "b", "c"])
+    await store.sink_offset("only")
+    await store.ack("only", 3, 3, now=10.0, sinks=["only"])
+    assert await store.read_spool(0, 100) == []
+
+    state = await store.stream("acme", "ttp_url", start=START)
+    await store.commit_page([ev("d")], state.window_done(3_000), seen_until=3_000, now=11.0)
+    await store.close()
+    reopened = await Store.open(store.path)
+    try:
+        await reopened.commit_page([ev("e")], state.window_done(4_000), seen_until=4_000, now=12.0)
+        rows = await reopened.read_spool(0, 100)
+    finally:
+        await reopened.close()
+
+    assert [(r.seq, r.key) for r in rows] == [(4, "d"), (5, "e")]
+
+
+# --- errors, resets, reporting ---------------------------------------------------------------------
+
+
+async def test_reset_stream_rewinds_and_clears_paging_and_errors(store: Store) -> None:
+    """reset_stream sets window_start, clears window_end, page token, last error and fatal."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    await store.commit_page([ev("a")], state.next_page(5_000, "tok"), seen_until=5_000, now=5.0)
+    await store.record_error(state.id, "403 forbidden", fatal=True, now=6.0)
+
+    assert await store.reset_stream("acme", "ttp_url", 500) is True
+
+    assert await store.stream("acme", "ttp_url", start=0) == StreamState(state.id, "acme", "ttp_url", 500, None, None)
+    [row] = await store.streams()
+    assert (row["last_error"], row["fatal"], row["paging"]) == (None, 0, 0)
+
+
+async def test_reset_stream_creates_a_missing_stream(store: Store) -> None:
+    """Resetting a stream that does not exist yet creates it at the given start."""
+    assert await store.reset_stream("acme", "archive_search", 777) is True
+
+    state = await store.stream("acme", "archive_search", start=0)
+
+    assert (state.window_start, state.window_end, state.page_token) == (777, None, None)
+
+
+async def test_record_error_and_streams_report(store: Store) -> None:
+    """streams() shows position, paging, last error and fatal; a successful commit clears the error."""
+    state = await store.stream("acme", "ttp_url", start=START)
+    await store.commit_page([ev("a"), ev("b")], state.next_page(2_000, "t"), seen_until=2_000, now=5.0)
+    await store.record_error(state.id, "binding expired", fatal=True, now=9.0)
+
+    assert await store.streams() == [
+        {
+            "account": "acme",
+            "log_type": "ttp_url",
+            "window_start": START,
+            "window_end": 2_000,
+            "paging": 1,
+            "events_total": 2,
+            "last_success_at": 5.0,
+            "last_error": "binding expired",
+            "last_error_at": 9.0,
+            "fatal": 1,
+        }
+    ]
+    await store.commit_page([], state.window_done(2_000), seen_until=2_000, now=10.0)
+    [row] = await store.streams()
+    assert (row["last_error"], row["fatal"], row["paging"]) == (None, 0, 0)
+
+
+async def test_sinks_report_offset_delivered_error_and_backlog(store: Store) -> None:
+    """sinks() shows each sink's offset, total delivered, last error and backlog; an ack clears the error."""
+    await fill(store, ["a", "b", "c"])
+    await store.sink_offset("siem")
+    await store.sink_offset("file")
+    await store.ack("file", 1, 1, now=20.0, sinks=["siem", "file"])
+    await store.record_sink_error("siem", "connection refused")
+
+    assert await store.sinks() == [
+        {
+            "name": "file",
+            "offset": 1,
+            "delivered_total": 1,
+            "last_delivery_at": 20.0,
+            "last_error": None,
+            "backlog": 2,
+        },
+        {
+            "name": "siem",
+            "offset": 0,
+            "delivered_total": 0,
+            "last_delivery_at": None,
+            "last_error": "connection refused",
+            "backlog": 3,
+        },
+    ]
+    assert await store.backlog(1) == 2
+    await store.ack("siem", 3, 3, now=21.0, sinks=["siem", "file"])
+    [_, siem] = await store.sinks()
+    assert (siem["last_error"], siem["backlog"], siem["delivered_total"]) == (None, 0, 3)
+
+
+# --- files: reopening, corruption, bad paths -------------------------------------------------------
+
+
+async def test_state_survives_reopen(tmp_path: Path) -> None:
+    """Close and open again: stream positions, dedup keys, spool rows and sink offsets are all there."""
+    path = tmp_path / "state.db"
+    first = await Store.open(path)
+    state = await first.stream("acme", "ttp_url", start=START)
+    await first.commit_page([ev("a"), ev("b")], state.next_page(2_000, "tok"), seen_until=2_000, now=5.0)
+    await first.sink_offset("siem")
+    await first.ack("siem", 1, 1, now=6.0, sinks=["siem", "file"])
+    await first.close()
+
+    second = await Store.open(path)
+    try:
+        assert await second.stream("acme", "ttp_url", start=0) == StreamState(
+            state.id, "acme", "ttp_url", START, 2_000, "tok"
+        )
+        assert await second.sink_offset("siem") == 1
+        assert [r.key for r in await second.read_spool(0, 100)] == ["a", "b"]
+        again = await second.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=7.0)
+        assert again == PageResult(new=0, duplicates=1)
+    finally:
+        await second.close()
+
+
+async def test_read_only_open_reads_existing_state(tmp_path: Path) -> None:
+    """A read-only store (as `status` uses) sees what the writer saved."""
+    path = tmp_path / "state.db"
+    writer = await Store.open(path)
+    await writer.stream("acme", "ttp_url", start=START)
+    await writer.close()
+
+    reader = await Store.open(path, read_only=True)
+    try:
+        assert [(s["account"], s["window_start"]) for s in await reader.streams()] == [("acme", START)]
+    finally:
+        await reader.close()
+
+
+@pytest.mark.usefixtures("reap_leaked_connections")
+async def test_open_corrupt_file_says_corrupt_and_what_to_do(tmp_path: Path) -> None:
+    """A file of random bytes: StoreError says it is corrupt and to move it aside."""
+    path = tmp_path / "state.db"
+    path.write_bytes(CORRUPT)
+
+    with pytest.raises(StoreError) as raised:
+        await Store.open(path)
+
+    message = str(raised.value)
+    assert message.startswith(f"state file {path} is corrupt (file is not a database)")
+    assert "stop the collector, move the file aside and start again" in message
+
+
+@pytest.mark.usefixtures("reap_leaked_connections")
+async def test_read_only_open_of_corrupt_file_says_corrupt(tmp_path: Path) -> None:
+    """`status` on a corrupt file gets the same corrupt-file message."""
+    path = tmp_path / "state.db"
+    path.write_bytes(CORRUPT)
+
+    with pytest.raises(StoreError, match=r"is corrupt \(file is not a database\)"):
+        await Store.open(path, read_only=True)
+
+
+def test_failed_open_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    """A process whose Store.open failed on a corrupt file exits on its own (no leftover worker thread)."""
+    path = tmp_path / "state.db"
+    path.write_bytes(CORRUPT)
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from collector.errors import StoreError\n"
+        "from collector.store import Store\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await Store.open(Path(sys.argv[1]))\n"
+        "    except StoreError:\n"
+        "        print('store error')\n"
+        "asyncio.run(main())\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=8, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("process still running 8 s after Store.open raised: the aiosqlite connection was never closed")
+    assert (done.returncode, done.stdout) == (0, b"store error\n")
+
+
+async def test_open_under_a_regular_file_says_what_to_fix(tmp_path: Path) -> None:
+    """The state path's parent is a regular file: StoreError names the path and says to fix the directory."""
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    path = blocker / "state.db"
+
+    with pytest.raises(StoreError) as raised:
+        await Store.open(path)
+
+    message = str(raised.value)
+    assert str(path) in message
+    assert "check that its directory exists and is writable" in message
+
+
+async def test_read_only_open_of_missing_file_fails(tmp_path: Path) -> None:
+    """A read-only open of a file that does not exist raises StoreError and creates nothing."""
+    path = tmp_path / "missing.db"
+
+    with pytest.raises(StoreError, match="does not exist yet; run the collector first"):
+        await Store.open(path, read_only=True)
+
+    assert not path.exists()
