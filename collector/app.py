@@ -7,6 +7,7 @@ second signal stops at once; the spool still holds everything not delivered.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import os
@@ -30,9 +31,10 @@ from collector.dispatcher import Dispatcher, SpoolSignal
 from collector.errors import SinkError, StartupError, StoreError
 from collector.health import HealthServer
 from collector.logs import get_logger, register_secret
+from collector.options import Secret
 from collector.pacer import PacerRegistry
 from collector.poller import Poller, StreamSpec
-from collector.sinks import create_sink
+from collector.sinks import SinkContext, create_sink
 from collector.store import Store
 from collector.systemd import Notifier
 from collector.telemetry import Telemetry
@@ -93,6 +95,36 @@ def register_config_secrets(config: Config) -> None:
         for value in (account.access_key, account.secret_key, account.app_key, account.client_secret):
             if value is not None:
                 register_secret(value.reveal())
+    for settings in config.sinks:
+        for f in dataclasses.fields(settings):
+            value = getattr(settings, f.name)
+            if isinstance(value, Secret):
+                register_secret(value.reveal())
+            elif isinstance(value, dict):  # HTTP headers: tokens travel here
+                for item in value.values():
+                    register_secret(str(item))
+
+
+async def check_sinks(config: Config, *, timeout_secs: float = 20.0) -> dict[str, str | None]:
+    """Open each sink and run its health check, sending no event: {sink name: problem, or None if fine}."""
+    failures: dict[str, str | None] = {}
+    context = SinkContext(config.state.path.parent)
+    for settings in config.sinks:
+        sink = create_sink(settings, context)
+        try:
+            with anyio.fail_after(timeout_secs):
+                await sink.open()
+                await sink.health_check()
+        except SinkError as error:
+            failures[settings.name] = str(error)
+        except TimeoutError:
+            failures[settings.name] = f"no answer within {timeout_secs:g} s"
+        else:
+            failures[settings.name] = None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sink.close()
+    return failures
 
 
 class Collector:
@@ -168,7 +200,7 @@ class Collector:
         names = [settings.name for settings in self.config.sinks]
         dispatchers = []
         for settings in self.config.sinks:
-            sink = create_sink(settings)
+            sink = create_sink(settings, SinkContext(self.config.state.path.parent, self.telemetry))
             try:
                 await sink.open()
             except SinkError as error:

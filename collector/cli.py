@@ -12,7 +12,15 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
-from collector.app import EXIT_CANTCREAT, EXIT_IOERR, EXIT_SOFTWARE, Collector, StateLock
+from collector.app import (
+    EXIT_CANTCREAT,
+    EXIT_IOERR,
+    EXIT_SOFTWARE,
+    Collector,
+    StateLock,
+    check_sinks,
+    register_config_secrets,
+)
 from collector.config import Config, load_config
 from collector.config.model import DAY
 from collector.demo import prepare, run_demo
@@ -24,6 +32,7 @@ from collector.store import Store
 from collector.timeutil import iso, parse_config_time
 
 EX_USAGE = 64
+EX_UNAVAILABLE = 69
 EX_CONFIG = 78
 
 
@@ -49,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[with_config], help="collect and deliver (daemon)")
     run.add_argument("--once", action="store_true", help="collect up to now - lag, deliver everything, exit")
-    commands.add_parser("validate", parents=[with_config], help="check the config; exit 78 if it is wrong")
+    validate = commands.add_parser(
+        "validate", parents=[with_config], help="check the config (exit 78) and that every sink is reachable (exit 69)"
+    )
+    validate.add_argument("--offline", action="store_true", help="check the config only, contact nothing")
     status = commands.add_parser("status", parents=[with_config], help="stream positions and sink backlogs")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     reset = commands.add_parser("reset", parents=[with_config], help="rewind a stream (collector stopped)")
@@ -90,7 +102,16 @@ def _validate(args: argparse.Namespace) -> int:
     config = _load(args)
     streams = sum(len(a.streams) for a in config.accounts)
     print(f"config OK: {len(config.accounts)} account(s), {streams} stream(s), {len(config.sinks)} sink(s)")
-    return 0
+    if args.offline:
+        return 0
+    register_config_secrets(config)
+    results = anyio.run(check_sinks, config)
+    for name, problem in results.items():
+        if problem is None:
+            print(f"sink {name!r}: reachable")
+        else:
+            print(f"mimecast-collector: sink {name!r} is not reachable: {problem}", file=sys.stderr)
+    return EX_UNAVAILABLE if any(results.values()) else 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from collector.encoders import ENCODERS
 from collector.errors import SinkError
 from collector.logs import get_logger, redact
 from collector.sinks.base import OutEvent, Sink, SinkSettings
+from collector.spool import SpoolRow
 from collector.store import Store
 from collector.telemetry import Telemetry
 
@@ -75,17 +76,10 @@ class Dispatcher:
         self.offset = await self._store.sink_offset(self.settings.name)
         failures = 0
         while True:
-            rows = await self._store.read_spool(self.offset, self.settings.batch_max_events)
-            if not rows:
-                self._telemetry.spool_backlog.labels(self.settings.name).set(0)
-                if until_drained is not None and until_drained.is_set():
-                    # Collection is over; one last look, since a commit may have raced the flag.
-                    if not await self._store.read_spool(self.offset, 1):
-                        return
-                    continue
-                await self._signal.wait(IDLE_POLL_SECS)
-                continue
-            batch = [OutEvent(r.key, r.event_time, r.doc, self._encode(r.doc)) for r in rows]
+            rows = await self._next_rows(until_drained)
+            if rows is None:
+                return
+            batch = self._encoded(rows)
             try:
                 await self.sink.send_batch(batch)
             except SinkError as error:
@@ -96,7 +90,7 @@ class Dispatcher:
                 self._log.info("sink_recovered", after_failures=failures)
                 failures = 0
             self.healthy = True
-            self.offset = rows[-1].seq
+            self.offset = rows[len(batch) - 1].seq
             self.delivered += len(batch)
             await self._store.ack(self.settings.name, self.offset, len(batch), now=self._clock(), sinks=self._all_sinks)
             self._telemetry.events_delivered.labels(self.settings.name).inc(len(batch))
@@ -104,6 +98,45 @@ class Dispatcher:
             self._on_ack()
             self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
             self._log.debug("batch_delivered", events=len(batch), offset=self.offset)
+
+    async def _next_rows(self, until_drained: anyio.Event | None) -> list[SpoolRow] | None:
+        """The next rows to send: a full batch, or whatever is there once ``batch_max_age_secs`` has
+        passed (or at once while draining). None when draining is over."""
+        partial_since: float | None = None
+        while True:
+            rows = await self._store.read_spool(self.offset, self.settings.batch_max_events)
+            draining = until_drained is not None and until_drained.is_set()
+            if not rows:
+                self._telemetry.spool_backlog.labels(self.settings.name).set(0)
+                if draining:
+                    # Collection is over; one last look, since a commit may have raced the flag.
+                    if not await self._store.read_spool(self.offset, 1):
+                        return None
+                    continue
+                partial_since = None
+                await self._signal.wait(IDLE_POLL_SECS)
+                continue
+            max_age = self.settings.batch_max_age_secs
+            if len(rows) >= self.settings.batch_max_events or draining or not max_age:
+                return rows
+            now = time.monotonic()
+            partial_since = partial_since if partial_since is not None else now
+            if now - partial_since >= max_age:
+                return rows
+            await self._signal.wait(max_age - (now - partial_since))
+
+    def _encoded(self, rows: list[SpoolRow]) -> list[OutEvent]:
+        """Encode rows for this sink, stopping before ``batch_max_bytes`` (one event at least)."""
+        limit = self.settings.batch_max_bytes
+        batch: list[OutEvent] = []
+        size = 0
+        for row in rows:
+            line = self._encode(row.doc)
+            size += len(line) + 1
+            if batch and limit and size > limit:
+                break
+            batch.append(OutEvent(row.key, row.event_time, row.doc, line, row.account, row.log_type))
+        return batch
 
     async def _failed(self, error: SinkError, failures: int, size: int) -> None:
         self.healthy = False

@@ -40,9 +40,17 @@ class StartupError(CollectorError):
 class SinkError(CollectorError):
     """A sink could not deliver a batch. ``retryable`` says whether trying again may help."""
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after_secs: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_secs: float | None = None,
+        status: int | None = None,
+    ) -> None:
         self.retryable = retryable
         self.retry_after_secs = retry_after_secs
+        self.status = status  # the HTTP status, for HTTP-based sinks
         super().__init__(message)
 
 

@@ -131,6 +131,10 @@ def coerce(value: Any, hint: Any, key: str, spec: Spec, ctx: Context) -> Any:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return coerce(value, inner[0], key, spec, ctx)
+    if origin is dict:  # a table of strings, e.g. HTTP headers
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a table, got {_kind(value)}", 'write it as { Name = "value" }')
+        return {str(k): coerce(v, str, f"{key}.{k}", Spec(), ctx) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(key, f"must be a list, got {_kind(value)}", f"write it as [{_example(spec)}]")

@@ -42,6 +42,12 @@ class Telemetry:
         )
         self.events_delivered = Counter("mimecast_events_delivered", "Events delivered", ("sink",), registry=r)
         self.events_dropped = Counter("mimecast_events_dropped", "Events dropped by policy", ("sink",), registry=r)
+        self.events_dead_lettered = Counter(
+            "mimecast_events_dead_lettered",
+            "Events the target refused for good, kept in a dead-letter file",
+            ("sink",),
+            registry=r,
+        )
         self.sink_failures = Counter("mimecast_sink_failures", "Failed batch deliveries", ("sink",), registry=r)
         self.api_calls = Counter(
             "mimecast_api_calls", "API calls by answer status", ("account", "endpoint", "status"), registry=r

@@ -290,6 +290,8 @@ def test_validate_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeyp
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     assert main(["validate", "--config", str(write(tmp_path, GOOD))]) == 0
+    assert capsys.readouterr().out == "config OK: 1 account(s), 3 stream(s), 1 sink(s)\nsink 'local': reachable\n"
+    assert main(["validate", "--offline", "--config", str(write(tmp_path, GOOD))]) == 0
     assert capsys.readouterr().out == "config OK: 1 account(s), 3 stream(s), 1 sink(s)\n"
 
 

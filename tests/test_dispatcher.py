@@ -156,7 +156,7 @@ async def test_delivers_everything_in_order_in_batches(store: Store) -> None:
 
 
 async def test_out_events_carry_key_time_and_spooled_doc(store: Store) -> None:
-    """Each OutEvent has the dedup key, event time, the spooled JSON, and (format json) that JSON as line."""
+    """Each OutEvent has the key, event time, spooled JSON, that JSON as line (format json), and its stream."""
     await spool(store, ["only"])
     sink = MemorySink()
 
@@ -164,7 +164,7 @@ async def test_out_events_carry_key_time_and_spooled_doc(store: Store) -> None:
         await dispatcher(store, sink, settings()).run(until_drained=drained())
 
     expected_doc = orjson.dumps(ecs("only"))
-    assert sink.batches == [[OutEvent("only", 1_700_000_000, expected_doc, expected_doc)]]
+    assert sink.batches == [[OutEvent("only", 1_700_000_000, expected_doc, expected_doc, "acme", "ttp_url")]]
 
 
 async def test_resumes_from_saved_offset(store: Store) -> None:
@@ -342,3 +342,52 @@ async def test_raw_format_sends_encode_raw_lines(store: Store) -> None:
         b'{"mimecast_account":"acme","mimecast_log_type":"ttp_url","id":"r2","url":"https://example.com/r2"}',
     ]
     assert [e.doc for e in sink.batches[0]] == [orjson.dumps(ecs("r1")), orjson.dumps(ecs("r2"))]
+
+
+async def test_batch_is_cut_at_batch_max_bytes(store: Store) -> None:
+    """batch_max_bytes stops a batch before the event that would exceed it (one event at least)."""
+    await spool(store, KEYS)
+    line = len(orjson.dumps(ecs("e1"))) + 1  # each line and its newline
+    sink = MemorySink()
+
+    with anyio.fail_after(10):
+        await dispatcher(store, sink, settings(batch_max_events=10, batch_max_bytes=2 * line)).run(
+            until_drained=drained()
+        )
+    assert [len(b) for b in sink.batches] == [2, 2, 2, 1]
+
+    tiny = MemorySink()
+    await spool(store, ["x1", "x2"], window_end=3_000)
+    with anyio.fail_after(10):
+        await dispatcher(store, tiny, settings("tiny", batch_max_events=10, batch_max_bytes=1)).run(
+            until_drained=drained()
+        )
+    assert all(len(b) == 1 for b in tiny.batches)  # a limit below one event still moves one at a time
+
+
+async def test_partial_batch_waits_up_to_batch_max_age(store: Store) -> None:
+    """A partial batch waits for more events up to batch_max_age_secs, so events that come meanwhile join it."""
+    await spool(store, ["a1", "a2"])
+    sink = MemorySink()
+    signal = SpoolSignal()
+    worker = Dispatcher(
+        settings(batch_max_events=10, batch_max_age_secs=0.6),
+        sink,
+        store,
+        Telemetry(),
+        signal,
+        all_sinks=["mem"],
+        rng=NoJitter(),
+    )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await anyio.sleep(0.2)
+        assert sink.batches == []  # still waiting for the batch to fill
+        await spool(store, ["a3"], window_end=3_000)
+        signal.notify()
+        with anyio.fail_after(5):
+            await sink.accepted.wait()
+        tg.cancel_scope.cancel()
+
+    assert [[e.key for e in b] for b in sink.batches] == [["a1", "a2", "a3"]]

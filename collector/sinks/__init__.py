@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.sinks import file
-from collector.sinks.base import OutEvent, Sink, SinkPlugin, SinkSettings
+from collector.sinks import elasticsearch, file, http, splunk_hec
+from collector.sinks.base import OutEvent, Sink, SinkContext, SinkPlugin, SinkSettings
 
-SINK_TYPES: Mapping[str, SinkPlugin] = {plugin.kind: plugin for plugin in (file.PLUGIN,)}
-
-
-def create_sink(settings: SinkSettings) -> Sink:
-    return SINK_TYPES[settings.type].factory(settings)
+SINK_TYPES: Mapping[str, SinkPlugin] = {
+    plugin.kind: plugin for plugin in (file.PLUGIN, http.PLUGIN, splunk_hec.PLUGIN, elasticsearch.PLUGIN)
+}
 
 
-__all__ = ["SINK_TYPES", "OutEvent", "Sink", "SinkPlugin", "SinkSettings", "create_sink"]
+def create_sink(settings: SinkSettings, context: SinkContext) -> Sink:
+    return SINK_TYPES[settings.type].factory(settings, context)
+
+
+__all__ = ["SINK_TYPES", "OutEvent", "Sink", "SinkContext", "SinkPlugin", "SinkSettings", "create_sink"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from collector.options import option
+from collector.telemetry import Telemetry
 
 FORMATS = ("json", "raw", "cef", "leef")
 
@@ -19,6 +21,8 @@ class SinkSettings:
     type: str
     format: str = option("json", choices=FORMATS, doc="json (ECS event), raw (original record), cef or leef")
     batch_max_events: int = option(1000, min=1, max=100_000, doc="events per send_batch call")
+    batch_max_bytes: int = option(0, min=0, max=1 << 30, doc="encoded bytes per batch; 0 = no limit")
+    batch_max_age_secs: float = option(0.0, min=0, max=3600, doc="wait this long for a batch to fill; 0 = send now")
     retry_max_secs: float = option(60.0, min=0.1, max=3600, doc="longest backoff after a failed batch")
 
 
@@ -30,6 +34,8 @@ class OutEvent:
     time: int  # event time, epoch seconds
     doc: bytes  # the ECS event as JSON
     line: bytes  # the event encoded in the sink's ``format``, without a trailing newline
+    account: str = ""  # the Mimecast account (config name) it came from
+    log_type: str = ""  # e.g. "ttp_url"
 
 
 class Sink(Protocol):
@@ -47,7 +53,15 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True)
+class SinkContext:
+    """What a sink may need from the collector besides its own settings."""
+
+    state_dir: Path  # the state file's directory, for defaults such as a dead-letter file
+    telemetry: Telemetry | None = None
+
+
+@dataclass(frozen=True)
 class SinkPlugin:
     kind: str  # the `type = "..."` value that selects it
     settings: type[SinkSettings]
-    factory: Callable[[SinkSettings], Sink]
+    factory: Callable[[SinkSettings, SinkContext], Sink]

@@ -16,7 +16,7 @@ import anyio
 
 from collector.errors import ConfigError, SinkError
 from collector.options import option
-from collector.sinks.base import OutEvent, SinkPlugin, SinkSettings
+from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 
 _TAIL_CHUNK = 64 * 1024
 
@@ -159,7 +159,7 @@ def _trim_torn_tail(fd: int) -> int:
     return 0
 
 
-def _create(settings: SinkSettings) -> FileSink:
+def _create(settings: SinkSettings, context: SinkContext) -> FileSink:
     assert isinstance(settings, FileSinkSettings)
     return FileSink(settings)
 

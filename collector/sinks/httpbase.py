@@ -1,0 +1,168 @@
+"""What every HTTP-based sink shares: TLS and proxy options, gzip, and one table for answers.
+
+A batch is accepted only on a 2xx. 408, 429 (honouring Retry-After), 5xx and network errors are
+retryable: the dispatcher sends the same batch again with backoff, forever, while the spool keeps
+it. Any other 4xx means the target refuses the request as built (bad token, bad URL, bad data):
+retrying cannot help, so it is reported as such and retried only slowly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+
+from collector.errors import ConfigError, SinkError
+from collector.options import option
+from collector.sinks.base import SinkSettings
+
+#: HTTP statuses a sink may retry; every other non-2xx is a refusal.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpSettings(SinkSettings):
+    url: str = option(doc="target URL (http or https)")
+    timeout_secs: float = option(30.0, min=1, max=600, doc="whole request, including the answer")
+    connect_timeout_secs: float = option(10.0, min=1, max=120)
+    verify_tls: bool = option(True)
+    ca_file: Path | None = option(None, doc="CA bundle that signs the target's certificate")
+    cert_file: Path | None = option(None, doc="client certificate (mutual TLS)")
+    key_file: Path | None = option(None, doc="client certificate's private key")
+    proxy: str | None = option(None, doc="HTTP(S) proxy URL")
+    gzip: bool = option(True, doc="compress request bodies")
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"sinks.{self.name}.url",
+                f"{self.url!r} is not an http(s) URL",
+                'write e.g. "https://siem.example:8088"',
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError(
+                f"sinks.{self.name}.cert_file", "cert_file and key_file go together", "set both, or neither"
+            )
+
+
+def tls_context(settings: HttpSettings) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=``: verification on by default; a CA bundle and a client certificate if set."""
+    if not settings.verify_tls:
+        return False
+    if settings.ca_file is None and settings.cert_file is None:
+        return True
+    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    if settings.cert_file is not None and settings.key_file is not None:
+        context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+    return context
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class HttpClient:
+    """One aiohttp session per sink; every failure comes out as a classified :class:`SinkError`."""
+
+    def __init__(self, settings: HttpSettings, headers: Mapping[str, str]) -> None:
+        self.settings = settings
+        self._headers = dict(headers)
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = True
+
+    async def open(self) -> None:
+        try:
+            self._ssl = tls_context(self.settings)
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkError(
+                f"TLS files of sink {self.settings.name!r} cannot be loaded: {exc}", retryable=False
+            ) from None
+        timeout = aiohttp.ClientTimeout(
+            total=self.settings.timeout_secs, sock_connect=self.settings.connect_timeout_secs
+        )
+        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+    async def request(
+        self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> Answer:
+        """Send one request; 2xx comes back, anything else raises a classified SinkError."""
+        if self._session is None:
+            await self.open()
+        assert self._session is not None
+        extra = dict(headers or {})
+        if body is not None and self.settings.gzip:
+            body = gzip.compress(body, compresslevel=5)
+            extra["Content-Encoding"] = "gzip"
+        try:
+            async with self._session.request(
+                method, url, data=body, headers=extra, ssl=self._ssl, proxy=self.settings.proxy
+            ) as response:
+                answer = Answer(response.status, dict(response.headers), await response.read())
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise SinkError(
+                f"TLS verification failed for {url}: {exc.certificate_error}; set ca_file", retryable=False
+            ) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SinkError(f"{method} {url} failed: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+        if 200 <= answer.status < 300:
+            return answer
+        raise refusal(method, url, answer)
+
+    async def probe(self, method: str, url: str) -> int:
+        """Reachability for health checks: the status, or SinkError on network, TLS or 5xx failure."""
+        try:
+            return (await self.request(method, url)).status
+        except SinkError as error:
+            if error.status is not None and error.status < 500:
+                return error.status
+            raise
+
+
+def refusal(method: str, url: str, answer: Answer) -> SinkError:
+    """The SinkError for a non-2xx answer, per :data:`RETRYABLE_STATUSES`."""
+    snippet = answer.body[:300].decode("utf-8", "replace").strip()
+    retryable = answer.status in RETRYABLE_STATUSES
+    return SinkError(
+        f"{method} {url} answered {answer.status}: {snippet}",
+        retryable=retryable,
+        retry_after_secs=retry_after(answer.headers) if retryable else None,
+        status=answer.status,
+    )
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` in seconds, given as a number or an HTTP date; None when absent or garbled."""
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def join_url(base: str, path: str) -> str:
+    return base.rstrip("/") + path
