@@ -86,6 +86,11 @@ class Dispatcher:
                 failures += 1
                 await self._failed(error, failures, len(batch))
                 continue
+            except Exception as exc:  # a bug in one sink must not stop the others: retry it slowly
+                failures += 1
+                self._log.error("sink_crashed", exc_info=exc, batch_events=len(batch))
+                await self._failed(SinkError(f"{type(exc).__name__}: {exc}", retryable=False), failures, len(batch))
+                continue
             if failures:
                 self._log.info("sink_recovered", after_failures=failures)
                 failures = 0
@@ -142,6 +147,8 @@ class Dispatcher:
         self.healthy = False
         self._telemetry.sink_failures.labels(self.settings.name).inc()
         delay = min(self.settings.retry_max_secs, BACKOFF_BASE_SECS * 2 ** min(failures - 1, 20))
+        if not error.retryable:  # a refusal will not go away in a second: try again only slowly
+            delay = self.settings.retry_max_secs
         delay = max(delay * self._rng.uniform(0.5, 1.0), error.retry_after_secs or 0.0)
         message = redact(str(error))
         if failures == 1 or (error.retry_after_secs is None and delay >= self.settings.retry_max_secs / 2):

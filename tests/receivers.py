@@ -7,7 +7,6 @@ stopped entirely (connection refused) and started again on the same port.
 
 from __future__ import annotations
 
-import gzip
 import socket
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.port}"
         self.problems: list[str] = []
         self.requests = 0
+        self.gzipped = 0  # requests that arrived gzip-compressed
+        self.refused = 0  # requests answered with a scripted failure
         self.misbehave = Misbehave()
         self._runner: web.AppRunner | None = None
 
@@ -60,16 +61,17 @@ class Receiver:
             self._runner = None
 
     async def body(self, request: web.Request) -> bytes:
-        raw = await request.read()
+        """The request body; aiohttp has already undone a ``Content-Encoding: gzip``."""
         if request.headers.get("Content-Encoding") == "gzip":
-            return gzip.decompress(raw)
-        return raw
+            self.gzipped += 1
+        return await request.read()
 
     def refusal(self) -> web.Response | None:
         """The scripted failure for this request, if one is due."""
         self.requests += 1
         if self.misbehave.times > 0:
             self.misbehave.times -= 1
+            self.refused += 1
             headers = {"Retry-After": self.misbehave.retry_after} if self.misbehave.retry_after else {}
             return web.Response(status=self.misbehave.status, text="try later", headers=headers)
         return None

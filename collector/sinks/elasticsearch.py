@@ -97,7 +97,9 @@ class ElasticsearchSink:
             items = [next(iter(item.values())) for item in result["items"]] if result.get("errors") else []
         except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
             raise SinkError(f"_bulk answer is not the expected JSON: {answer.body[:200]!r}") from None
-        if items and len(items) != len(events):
+        if not items:
+            return  # "errors": false: every item created
+        if len(items) != len(events):
             raise SinkError(f"_bulk answered {len(items)} items for {len(events)} events")
         rejected = self._rejected(events, items)
         if rejected:
