@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.sinks import elasticsearch, file, http, splunk_hec
+from collector.sinks import elasticsearch, file, http, splunk_hec, syslog
 from collector.sinks.base import OutEvent, Sink, SinkContext, SinkPlugin, SinkSettings
 
 SINK_TYPES: Mapping[str, SinkPlugin] = {
-    plugin.kind: plugin for plugin in (file.PLUGIN, http.PLUGIN, splunk_hec.PLUGIN, elasticsearch.PLUGIN)
+    plugin.kind: plugin for plugin in (file.PLUGIN, syslog.PLUGIN, http.PLUGIN, splunk_hec.PLUGIN, elasticsearch.PLUGIN)
 }
 
 
