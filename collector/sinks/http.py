@@ -25,7 +25,9 @@ class HttpSinkSettings(HttpSettings):
 class HttpSink:
     def __init__(self, settings: HttpSinkSettings) -> None:
         self.settings = settings
-        headers = {"Content-Type": _CONTENT_TYPES[settings.body_format], **settings.headers}
+        headers = dict(settings.headers)
+        if not any(name.lower() == "content-type" for name in headers):  # header names ignore case
+            headers["Content-Type"] = _CONTENT_TYPES[settings.body_format]
         self._http = HttpClient(settings, headers)
 
     async def open(self) -> None:
