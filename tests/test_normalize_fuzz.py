@@ -9,10 +9,12 @@ field names Mimecast really uses as well as random ones.
 from __future__ import annotations
 
 import calendar
+import ipaddress
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.logtypes import LOG_TYPES, build_event, dedup_key, serialize
-from collector.logtypes.base import NORMALIZE_ERROR_TAG
+from collector.logtypes.base import NORMALIZE_ERROR_TAG, ip_or_none, url_fields
 
 FALLBACK = 1_700_000_000
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -164,3 +166,75 @@ def test_record_nested_300_deep_is_kept_and_spoolable(name: str) -> None:
     spooled = orjson.loads(serialize(event.doc))
     assert spooled["event"]["id"] == event.key
     assert set(spooled["mimecast"]) == {log_type.time_field, "junk"}
+
+
+def _url_fields_by_urlsplit(original: str) -> dict[str, Any]:
+    """The reference: what urllib.parse.urlsplit says, field by field."""
+    out: dict[str, Any] = {"original": original}
+    try:
+        parts = urlsplit(original)
+    except ValueError:
+        return out
+    for name, value in (
+        ("scheme", parts.scheme),
+        ("domain", parts.hostname),
+        ("path", parts.path),
+        ("query", parts.query),
+    ):
+        if value:
+            out[name] = value
+    return out
+
+
+_URL_PIECES = st.sampled_from(
+    [
+        "http",
+        "HTTPS",
+        "ftp",
+        "x+y",
+        "h",
+        "",
+        "a-b.c",
+        "EXAMPLE.com",
+        "1.2.3.4",
+        "[::1]",
+        "user:pw@host",
+        ":8080",
+        ":",
+        "/",
+        "/a/b",
+        "/%20x",
+        "?",
+        "?q=1&r=2",
+        "#frag",
+        "#",
+        " ",
+        "\t",
+        "é",
+        "..",
+        "=",
+        "@",
+        ";p",
+        "//",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_URL_PIECES, max_size=8).map("".join) | st.text(max_size=40))
+def test_fast_url_parsing_agrees_with_urlsplit(text: str) -> None:
+    """url_fields' fast path gives exactly what urlsplit gives, for any input."""
+    candidates = [text, f"https://{text}", f"http://example.com/{text}"]
+    for candidate in candidates:
+        assert url_fields(candidate) == _url_fields_by_urlsplit(candidate)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.ip_addresses().map(str), st.text(alphabet="0123456789.:abcdef ", max_size=20)))
+def test_fast_ip_parsing_agrees_with_ipaddress(text: str) -> None:
+    """ip_or_none's fast path gives exactly what the ipaddress module gives, for any input."""
+    try:
+        expected: str | None = str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        expected = None
+    assert ip_or_none(text) == expected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,25 +93,39 @@ def dedup_key(record: Any, fields: tuple[str, ...] | None) -> str:
 def build_event(log_type: LogType, record: Any, account: str, fallback_time: int) -> Event:
     """Normalize one raw record; a record that cannot be normalized is kept raw, tagged, never dropped."""
     key = dedup_key(record, log_type.dedup_fields)
-    base: JsonDict = {
-        "event": {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"},
-        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
-        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
-    }
+    event: JsonDict = {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"}
+    # Fresh dicts per event: sharing them would let one consumer's edit leak into every event.
+    observer = {"vendor": "Mimecast", "product": "Mimecast Email Security"}
+    labels = {"mimecast_account": account, "mimecast_log_type": log_type.name}
     try:
-        moment = parse_api_date(str(_as_mapping(record)[log_type.time_field]))
+        epoch, timestamp = _event_time(_as_mapping(record)[log_type.time_field])
         specific = log_type.normalize(record)
     except Exception as exc:
         kept = {
             "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
-            **base,
+            "event": event,
+            "observer": observer,
+            "labels": labels,
             "tags": [NORMALIZE_ERROR_TAG],
             "error": {"message": f"{type(exc).__name__}: {exc}"[:500]},
             "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
         }
         return Event(key, fallback_time, kept)
-    merged = {"@timestamp": ecs_timestamp(moment), **_merge(specific, base), "mimecast": dict(record)}
-    return Event(key, int(moment.timestamp()), merged)
+    own_event = specific.pop("event", None)
+    if own_event:
+        event.update(own_event)
+    doc = {"@timestamp": timestamp, "event": event, "observer": observer, "labels": labels, **specific}
+    doc["mimecast"] = dict(record)
+    return Event(key, epoch, doc)
+
+
+def _event_time(value: Any) -> tuple[int, str]:
+    """(epoch seconds, ECS @timestamp) of a record's time field, with a fast path for the API's format."""
+    text_value = str(value)
+    moment = parse_api_date(text_value)
+    if len(text_value) == 24 and text_value.endswith("+0000") and text_value[10] == "T":
+        return int(moment.timestamp()), text_value[:19] + ".000Z"  # 2024-11-13T13:03:11+0000
+    return int(moment.timestamp()), ecs_timestamp(moment)
 
 
 def _as_mapping(record: Any) -> Mapping[str, Any]:
@@ -158,35 +173,33 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
-def _merge(specific: JsonDict, base: JsonDict) -> JsonDict:
-    """Deep-merge the log type's fields over the common ones (``event`` holds both)."""
-    out = dict(base)
-    for name, value in specific.items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = {**out[name], **value}
-        else:
-            out[name] = value
-    return out
-
-
 # --- small pure helpers the log type modules share -------------------------------------------
 
 
 def text(record: Mapping[str, Any], name: str) -> str | None:
     """A field as non-empty text, or None."""
     value = record.get(name)
+    if value.__class__ is str:  # the common case, first (this runs a dozen times per event)
+        return value.strip() or None
     if value is None or isinstance(value, dict | list):
         return None
-    out = str(value).strip()
-    return out or None
+    return str(value).strip() or None
+
+
+_IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 
 
 def ip_or_none(value: Any) -> str | None:
     """An IP address in canonical form, or None (Mimecast writes e.g. "Internal IP" here)."""
     if not isinstance(value, str):
         return None
+    candidate = value.strip()
+    if _IPV4.fullmatch(candidate):  # already canonical: what ipaddress would return, 20x faster
+        return candidate
+    if ":" not in candidate:
+        return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(candidate))
     except ValueError:
         return None
 
@@ -200,21 +213,33 @@ def truthy(value: Any) -> bool | None:
     return None
 
 
+# scheme://host[:port]/path?query#fragment without userinfo, IPv6 literals or odd characters; anything
+# else goes through urlsplit. Same results as urlsplit for what it matches, several times faster.
+_SIMPLE_URL = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.-]*)://([A-Za-z0-9._~%!$&'()*+,;=-]+)(?::\d*)?(/[^?#\s]*)?(?:\?([^#\s]*))?(?:#\S*)?"
+)
+
+
 def url_fields(original: str) -> JsonDict:
     """ECS ``url.*`` from a URL string; only what parses cleanly."""
     out: JsonDict = {"original": original}
-    try:
-        parts = urlsplit(original)
-    except ValueError:
-        return out
-    if parts.scheme:
-        out["scheme"] = parts.scheme
-    if parts.hostname:
-        out["domain"] = parts.hostname
-    if parts.path:
-        out["path"] = parts.path
-    if parts.query:
-        out["query"] = parts.query
+    match = _SIMPLE_URL.fullmatch(original)
+    if match:
+        scheme, domain, path, query = match.group(1).lower(), match.group(2).lower(), match.group(3), match.group(4)
+    else:
+        try:
+            parts = urlsplit(original)
+            scheme, domain, path, query = parts.scheme, parts.hostname, parts.path, parts.query
+        except ValueError:
+            return out
+    if scheme:
+        out["scheme"] = scheme
+    if domain:
+        out["domain"] = domain
+    if path:
+        out["path"] = path
+    if query:
+        out["query"] = query
     return out
 
 
@@ -222,8 +247,12 @@ def compact(doc: JsonDict) -> JsonDict:
     """Drop None values and empty containers, recursively (ECS documents carry no nulls)."""
     out: JsonDict = {}
     for name, value in doc.items():
-        kept = compact(value) if isinstance(value, dict) else value
-        if kept is None or kept in ({}, []):
+        if value is None:
             continue
-        out[name] = kept
+        if value.__class__ is dict:
+            inner = compact(value)
+            if inner:
+                out[name] = inner
+        elif value.__class__ is not list or value:
+            out[name] = value
     return out
