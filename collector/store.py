@@ -16,7 +16,7 @@ from collector.logtypes import Event, serialize
 from collector.spool import Spool, SpoolRow
 
 __all__ = ["PageResult", "SpoolRow", "Store", "StreamState", "describe_failure"]
-_PARAMS_PER_QUERY = 500
+_ROWS_PER_INSERT = 500  # well under SQLite's limit of 32,766 bound parameters per statement
 
 
 @dataclass(frozen=True)
@@ -81,22 +81,21 @@ class Store(Spool):
         for event in events:
             unique.setdefault(event.key, event)
         async with self._transaction() as db:
-            known: set[str] = set()
-            keys = list(unique)
-            for i in range(0, len(keys), _PARAMS_PER_QUERY):
-                chunk = keys[i : i + _PARAMS_PER_QUERY]
-                marks = ",".join("?" * len(chunk))
+            # One statement per chunk both records the keys and says which were new: RETURNING
+            # yields only the rows DO NOTHING did not skip. A key seen again keeps its first
+            # seen_until; the overlap it could come back through is shorter than the retention.
+            new_keys: set[str] = set()
+            candidates = list(unique.values())
+            for i in range(0, len(candidates), _ROWS_PER_INSERT):
+                chunk = candidates[i : i + _ROWS_PER_INSERT]
+                rows = ",".join([f"({int(stream_id)}, ?, ?, {int(seen_until)})"] * len(chunk))
                 cursor = await db.execute(
-                    f"SELECT key FROM dedup WHERE stream_id = ? AND key IN ({marks})",  # noqa: S608
-                    (stream_id, *chunk),
+                    f"INSERT INTO dedup (stream_id, event_time, key, seen_until) VALUES {rows} "  # noqa: S608
+                    "ON CONFLICT DO NOTHING RETURNING key",
+                    [value for e in chunk for value in (e.dedup_time, e.key)],
                 )
-                known.update(row[0] for row in await cursor.fetchall())
-            fresh = [e for key, e in unique.items() if key not in known]
-            await db.executemany(
-                "INSERT INTO dedup (stream_id, key, seen_until) VALUES (?, ?, ?) "
-                "ON CONFLICT (stream_id, key) DO UPDATE SET seen_until = max(seen_until, excluded.seen_until)",
-                [(stream_id, key, seen_until) for key in keys],
-            )
+                new_keys.update(row[0] for row in await cursor.fetchall())
+            fresh = [e for key, e in unique.items() if key in new_keys]
             docs = [serialize(e.doc) for e in fresh]
             await db.executemany(
                 "INSERT INTO spool (stream_id, key, event_time, doc) VALUES (?, ?, ?, ?)",

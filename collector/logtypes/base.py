@@ -74,6 +74,14 @@ class Event:
     key: str  # dedup key, unique per stream; also event.id
     time: int  # event time, epoch seconds (the fallback time when the record had none)
     doc: JsonDict
+    normalized: bool = True  # False: kept raw, and `time` is only the window's end
+
+    @property
+    def dedup_time(self) -> int:
+        """The time part of the dedup identity. Every log type's key covers its time field, so
+        (time, key) is as unique as the key; a raw-kept record's time depends on the window that
+        fetched it, so it uses 0 to stay the same identity in every window."""
+        return self.time if self.normalized else 0
 
 
 _MISSING = {"$missing": True}
@@ -110,7 +118,7 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
             "error": {"message": f"{type(exc).__name__}: {exc}"[:500]},
             "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
         }
-        return Event(key, fallback_time, kept)
+        return Event(key, fallback_time, kept, normalized=False)
     own_event = specific.pop("event", None)
     if own_event:
         event.update(own_event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from collector.options import option
 from collector.telemetry import Telemetry
@@ -26,8 +26,7 @@ class SinkSettings:
     retry_max_secs: float = option(60.0, min=0.1, max=3600, doc="longest backoff after a failed batch")
 
 
-@dataclass(frozen=True)
-class OutEvent:
+class OutEvent(NamedTuple):  # built per event per sink: a tuple is cheaper than a dataclass
     """One spooled event as a sink sees it."""
 
     key: str  # the event's dedup key (event.id), stable across re-deliveries
