@@ -65,7 +65,10 @@ class StateLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = self.path.open("ab")
         except OSError as exc:
-            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+            raise StoreError(
+                f"cannot create lock file {self.path}: {exc.strerror}; check that the state directory "
+                "exists and is writable by this user"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

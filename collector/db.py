@@ -195,4 +195,9 @@ def describe_failure(path: Path, exc: BaseException) -> str:
         return f"cannot write state file {path} ({text}); check that its directory exists and is writable"
     if "full" in lowered or "no space" in lowered:
         return f"no space left for state file {path} ({text}); free disk space, nothing was lost"
+    if "disk i/o error" in lowered:  # what SQLite says when a write fails (EFBIG, EIO, quota, ENOSPC in the WAL)
+        return (
+            f"cannot write state file {path} ({text}): the disk may be full or failing; free space or "
+            "check the device, then start again: nothing committed was lost"
+        )
     return f"state file {path}: {text}"

@@ -1,0 +1,113 @@
+"""The state file's bad days: a full disk, an unwritable directory, corruption, a second collector."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import delivered_ids, expected_ids, seed, write_config
+
+FILE_SIZE_LIMIT = 3 * 2**20
+
+
+async def run_cli(*args: str, file_size_limit: int | None = None) -> subprocess.CompletedProcess[str]:
+    def limit_file_size() -> None:  # the child's "disk" fills up at FILE_SIZE_LIMIT bytes per file
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so writes fail with EFBIG instead of killing
+        assert file_size_limit is not None
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "collector",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=limit_file_size if file_size_limit else None,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+async def test_disk_full_stops_with_a_clear_error_and_loses_nothing(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The state file cannot grow: exit 74 saying so; with room again, the next run delivers everything."""
+    sim = await make_sim()
+    records = seed(sim, 3000, days=2)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 500})
+
+    full = await run_cli(
+        "run", "--once", "--config", str(config), "--log-format", "json", file_size_limit=FILE_SIZE_LIMIT
+    )
+
+    assert full.returncode == 74, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("mimecast-collector: state error: cannot write state file")
+    assert "the disk may be full or failing" in last
+    assert "nothing committed was lost" in last
+    assert "Traceback" not in full.stderr
+
+    after = await run_cli("run", "--once", "--config", str(config))
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert set(delivered_ids(tmp_path / "out")) == expected_ids(records)
+
+
+async def test_unwritable_state_directory(tmp_path: Path) -> None:
+    """A state directory that cannot be created (sysfs refuses even root): exit 74, one clear line."""
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    config.write_text(config.read_text().replace(str(tmp_path / "state"), "/sys/mimecast-collector-test"))
+    done = await run_cli("run", "--once", "--config", str(config))
+    assert done.returncode == 74
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("mimecast-collector: state error: cannot create lock file /sys/")
+    assert "check that the state directory exists and is writable" in done.stderr
+
+
+async def test_corrupt_state_file(tmp_path: Path) -> None:
+    """Garbage where the state file should be: run and status exit 74 and say what to do."""
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    state = tmp_path / "state" / "collector.db"
+    state.parent.mkdir()
+    state.write_bytes(b"this is not a database, it is " + bytes(range(256)) * 64)
+    for command in (("run", "--once"), ("status",)):
+        done = await run_cli(*command, "--config", str(config))
+        assert done.returncode == 74, command
+        assert "is corrupt" in done.stderr
+        assert "move the file aside" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+async def test_second_collector_on_the_same_state(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """While one collector runs, a second on the same state file exits 74 instead of sharing it."""
+    sim = await make_sim()
+    seed(sim, 100, days=1)
+    config = write_config(tmp_path, sim.base_url)
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "collector",
+        "run",
+        "--config",
+        str(config),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):  # until the first one holds the state
+            if (tmp_path / "out" / "events.jsonl").exists():
+                break
+            await asyncio.sleep(0.1)
+        second = await run_cli("run", "--once", "--config", str(config))
+    finally:
+        first.send_signal(signal.SIGTERM)
+        await first.wait()
+    assert second.returncode == 74
+    assert "another collector is using" in second.stderr
