@@ -107,7 +107,7 @@ async def start_simulator(
 
 def collector_config(directory: Path, sim: FakeMimecast, start: int, *, sinks: str = "", **account: Any) -> Path:
     s = sim.settings
-    options = {"page_size": 500, "max_window_secs": 86400, **account}
+    options = {"page_size": 500, **account}
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in options.items())
     file_sink = f"""[sinks.file]
 type = "file"

@@ -47,7 +47,7 @@ async def run(per_type: int) -> dict[str, Any]:
                 str(Path(__file__).parent / "baseline_fetch.py"), sim.base_url, str(out), str(start)
             )
             baseline_events = count_lines(out)
-            config = collector_config(directory, sim, start)
+            config = collector_config(directory, sim, start, max_window_secs=86400)
             collector = await run_child(
                 "-m", "collector", "run", "--once", "--config", str(config), "--log-level", "warning"
             )
