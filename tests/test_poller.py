@@ -76,7 +76,7 @@ async def test_repeating_page_token_is_detected_and_the_stream_fails(
     make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
 ) -> None:
     """An API that always repeats the token is a loop: re-ask twice, restart the window 3 times, then fail."""
-    sim = await make_sim(repeat_token_rate=1.0)
+    sim = await make_sim(repeat_token_every=1)
     seed(sim, 1200, days=1)
     config = write_config(
         tmp_path,
@@ -104,7 +104,7 @@ async def test_repeating_page_token_is_detected_and_the_stream_fails(
 
 async def test_occasionally_repeated_token_loses_nothing(make_sim: Callable[..., Any], tmp_path: Path) -> None:
     """A token repeated now and then restarts that window; dedup absorbs the re-read pages."""
-    sim = await make_sim(repeat_token_rate=0.15, seed=3)
+    sim = await make_sim(repeat_token_every=5)
     records = seed(sim, 1500, days=2)
     config = write_config(tmp_path, sim.base_url, account={"page_size": 50})
 

@@ -56,8 +56,9 @@ class SimSettings:
     trailing_empty_page: bool = False  # after the last page, hand out one more token to an empty page
     exclusive_start: bool = False  # treat `from`/`start` as exclusive (the API does not document which)
     exclusive_end: bool = False  # treat `to`/`end` as exclusive
-    repeat_token_rate: float = 0.0  # chance of answering a paged call with the token it was given
-    expire_token_rate: float = 0.0  # chance that a page token presented is declared expired
+    # Every Nth call that presents a page token (0 = never): deterministic, so tests can count on it.
+    expire_token_every: int = 0  # ... is told its token expired
+    repeat_token_every: int = 0  # ... is answered with the very token it presented
     max_clock_skew_secs: float = 900.0
     seed: int = 0
 
@@ -100,6 +101,7 @@ class FakeMimecast:
         self.seen_authorizations: list[str] = []  # so tests can prove none of them is ever logged
         self._request_ids: set[str] = set()
         self._faults_injected = 0
+        self._paged_calls = 0
         self._storm_until = 0.0
         self._storm_reset_ms = 1000
         self._runner: web.AppRunner | None = None
@@ -308,11 +310,14 @@ class FakeMimecast:
     def _page(self, endpoint: Endpoint, query: dict[str, Any]) -> dict[str, Any]:
         token = query["page_token"]
         position, trap = None, False
+        repeat = False
         if token is not None:
             position, trap = self._tokens.open(token, query["binding"], self.settings.page_token_ttl_secs)
-            if self.settings.expire_token_rate and self._rng.random() < self.settings.expire_token_rate:
+            self._paged_calls += 1
+            if _every(self._paged_calls, self.settings.expire_token_every):
                 self.stats.faults["expired_token"] += 1
                 raise TokenError("err_page_token_expired", "pageToken has expired")
+            repeat = _every(self._paged_calls, self.settings.repeat_token_every)
         if trap:  # the empty last page some deployments answer, still carrying a token
             return {"meta": {"status": 200, "pagination": {"pageSize": 0, "next": "String"}}, "data": [], "fail": []}
         records, last_key, more, total = self.index[endpoint.log_type].query(
@@ -320,11 +325,7 @@ class FakeMimecast:
         )
         self.stats.records_served[endpoint.log_type] += len(records)
         pagination: dict[str, Any] = {"pageSize": len(records), "totalCount": total}
-        if (
-            token is not None
-            and self.settings.repeat_token_rate
-            and self._rng.random() < self.settings.repeat_token_rate
-        ):
+        if repeat:
             self.stats.faults["repeated_token"] += 1
             pagination["next"] = token  # a buggy backend handing back the token it was given
         elif more and last_key is not None:
@@ -343,6 +344,10 @@ class FakeMimecast:
         self.stats.call_log.append((time.monotonic(), path, status))
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         return web.Response(status=status, body=raw, content_type="application/json", headers=headers or {})
+
+
+def _every(count: int, every: int) -> bool:
+    return every > 0 and count % every == 0
 
 
 def _fail(code: str, message: str, *, retryable: bool) -> dict[str, Any]:

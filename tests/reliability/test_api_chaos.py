@@ -31,8 +31,8 @@ async def test_every_fault_at_once_loses_nothing(
     sim: FakeMimecast = await make_sim(
         fault_rate=0.12,
         slow_secs=1.5,
-        expire_token_rate=0.03,
-        repeat_token_rate=0.03,
+        expire_token_every=23,
+        repeat_token_every=17,
         trailing_empty_page=True,
         seed=11,
     )
