@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from collector.errors import ConfigError
 
@@ -172,6 +173,13 @@ def interpolate(text: str, key: str, env: Mapping[str, str]) -> str:
         raise ConfigError(key, f"environment variable {name} is not set", f"export {name} or set the value")
 
     return _VAR.sub(expand, text)
+
+
+def require_http_url(url: str, key: str, example: str) -> None:
+    """A ConfigError naming ``key`` unless ``url`` is an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"{url!r} is not an http(s) URL", f'write e.g. "{example}"')
 
 
 def _secret(table: Mapping[str, Any], name: str, key: str, ctx: Context) -> Secret | None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aioresponses import aioresponses
 
 from collector.logs import configure_logging
 from collector.simulator import FakeMimecast, SimSettings
@@ -25,6 +27,20 @@ def log_buffer() -> io.StringIO:
     buffer = io.StringIO()
     configure_logging("debug", "json", buffer)
     return buffer
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for tests that drive the client or auth code directly."""
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def mock_http() -> Iterator[aioresponses]:
+    """aioresponses: canned answers for the client's edge cases."""
+    with aioresponses() as m:
+        yield m
 
 
 @pytest.fixture

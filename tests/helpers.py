@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,11 +16,25 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from collector.logtypes import LOG_TYPES, dedup_key
+from collector.logtypes import LOG_TYPES, build_event, dedup_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 
 LOG_TYPE_NAMES = tuple(LOG_TYPES)
+FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
+
+
+def fixture_records(name: str) -> list[dict[str, Any]]:
+    """The records of tests/fixtures/mimecast/<name>_page.json."""
+    body = orjson.loads((FIXTURES / f"{name}_page.json").read_bytes())
+    records: list[dict[str, Any]] = body["data"][0][LOG_TYPES[name].array_key]
+    return records
+
+
+def fixture_event_doc(name: str, index: int = 0, **record_changes: Any) -> dict[str, Any]:
+    """The ECS event of a fixture record, optionally with some raw record fields changed first."""
+    record = {**copy.deepcopy(fixture_records(name)[index]), **record_changes}
+    return build_event(LOG_TYPES[name], record, "acme", 0).doc
 
 
 class MockResponse(aiohttp.ClientResponse):
@@ -110,3 +129,45 @@ def _rotation_index(path: Path) -> int:
 
 def delivered_ids(out_dir: Path) -> list[tuple[str, str]]:
     return [(e["event"]["dataset"], e["event"]["id"]) for e in read_events(out_dir)]
+
+
+# --- the real entry point in child processes (the simulator keeps running on this loop) -----------
+
+
+async def start_collector(
+    config: Path, log: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`mimecast-collector run` in a child process, JSON logs appended to ``log``."""
+    with log.open("ab") as handle:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collector",
+            "run",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+            *extra,
+            stdout=handle,
+            stderr=handle,
+            env=None if env is None else dict(env),
+        )
+
+
+async def run_cli(
+    *args: str, preexec_fn: Callable[[], None] | None = None, limit_secs: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`mimecast-collector ARGS` in a child process, to completion; output captured as text."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "collector",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=limit_secs)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())

@@ -9,7 +9,7 @@ import hmac
 import locale
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -173,18 +173,6 @@ class TokenServer:
 def token_answer(token: str, expires_in: float = 1799) -> tuple[int, bytes]:
     body = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in, "scope": ""}
     return 200, orjson.dumps(body)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def mock_http() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
 
 
 def make_oauth(session: aiohttp.ClientSession, clock: Clock | None = None, base: str = OAUTH_BASE) -> OAuth2Auth:

@@ -6,20 +6,17 @@ tests/test_logtypes.py times 1000, ``externalId`` the pinned event key there.
 
 from __future__ import annotations
 
-import copy
 import re
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.cef import CEF_FIELDS, encode_cef
 from collector.logtypes import LOG_TYPES, build_event, serialize
+from tests.helpers import fixture_event_doc, fixture_records
 
-FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 KEY = re.compile(r"^[A-Za-z0-9]+$")
 EXTENSION_UNESCAPES = {"\\": "\\", "=": "=", "n": "\n", "r": "\r"}
 HEADER_UNESCAPES = {"\\": "\\", "|": "|"}
@@ -95,18 +92,6 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
 # --- building events --------------------------------------------------------------------------------
 
 
-def fixture_records(name: str) -> list[dict[str, Any]]:
-    body = orjson.loads((FIXTURES / f"{name}_page.json").read_bytes())
-    records: list[dict[str, Any]] = body["data"][0][LOG_TYPES[name].array_key]
-    return records
-
-
-def event_doc(name: str, index: int = 0, **record_changes: Any) -> dict[str, Any]:
-    """The ECS event of a fixture record, optionally with some raw record fields changed first."""
-    record = {**copy.deepcopy(fixture_records(name)[index]), **record_changes}
-    return build_event(LOG_TYPES[name], record, "acme", 0).doc
-
-
 def encode(doc: dict[str, Any]) -> tuple[bytes, list[str], dict[str, str]]:
     """Encode a spooled event; return the raw line and its parsed header and extension."""
     line = encode_cef(serialize(doc))
@@ -116,7 +101,7 @@ def encode(doc: dict[str, Any]) -> tuple[bytes, list[str], dict[str, str]]:
 
 def with_text(value: str) -> dict[str, Any]:
     """A ttp_url event whose subject, URL and user are all ``value``."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["email"]["subject"] = value
     doc["url"]["original"] = value
     doc["user"]["email"] = value
@@ -237,7 +222,7 @@ def test_fixture_record_encodes_to_literal_cef(
     name: str, index: int, header: list[str], extension: dict[str, str]
 ) -> None:
     """A fixture record's CEF line parses back to exactly the pinned header and extension."""
-    _, parsed_header, parsed_extension = encode(event_doc(name, index))
+    _, parsed_header, parsed_extension = encode(fixture_event_doc(name, index))
     assert parsed_header == header
     assert parsed_extension == extension
 
@@ -335,13 +320,13 @@ def test_signature_name_and_severity_follow_the_table(
     name: str, changes: dict[str, Any], signature: str, title: str, severity: str
 ) -> None:
     """Signature ID, Name and Severity per log type and verdict, as documented in collector.cef."""
-    _, header, _ = encode(event_doc(name, **changes))
+    _, header, _ = encode(fixture_event_doc(name, **changes))
     assert header[4:] == [signature, title, severity]
 
 
 def test_header_escapes_pipe_and_backslash() -> None:
     """A pipe and a backslash in header fields are backslash-escaped on the wire and parse back."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["event"]["action"] = "a|b\\c"
     doc["observer"]["product"] = "Mail|Sec\\urity"
     line, header, ext = encode(doc)
@@ -353,7 +338,7 @@ def test_header_escapes_pipe_and_backslash() -> None:
 
 def test_header_line_breaks_become_spaces() -> None:
     """CR and LF cannot appear in the header: they become spaces there (and stay exact in ``act``)."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["event"]["action"] = "x\ny\r\nz"
     _, header, ext = encode(doc)
     assert header[4:6] == ["ttp_url:x y  z", "URL Protect click: x y  z"]
@@ -411,7 +396,7 @@ def test_long_values_are_cut_to_4000_characters() -> None:
 
 def test_event_time_keeps_milliseconds_exactly() -> None:
     """``rt`` is exact milliseconds since the epoch (no float rounding)."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["@timestamp"] = "2024-11-13T13:03:11.123Z"
     _, _, ext = encode(doc)
     assert ext["rt"] == "1731502991123"
@@ -419,7 +404,7 @@ def test_event_time_keeps_milliseconds_exactly() -> None:
 
 def test_ipv6_source_goes_to_c6a2_not_src() -> None:
     """An IPv6 source address is sent as c6a2 with its label; src stays IPv4-only."""
-    _, _, ext = encode(event_doc("ttp_url", sendingIp="2001:DB8::1"))
+    _, _, ext = encode(fixture_event_doc("ttp_url", sendingIp="2001:DB8::1"))
     assert "src" not in ext
     assert (ext["c6a2"], ext["c6a2Label"]) == ("2001:db8::1", "Source IPv6 Address")
 
@@ -435,7 +420,7 @@ TEXT = st.text(min_size=1, max_size=300)
 )
 def test_arbitrary_text_round_trips(subject: str, url: str, action: str) -> None:
     """Any text in subject, URL and action comes back exactly; the header gets it with line breaks as spaces."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["email"]["subject"] = subject
     doc["url"]["original"] = url
     doc["event"]["action"] = action

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +15,8 @@ from collector.app import StateLock
 from collector.cli import main
 from collector.config import load_config
 from collector.simulator import FakeMimecast
-from tests.helpers import SIM, account_options, delivered_ids, expected_ids, seed, table, write_config
+from tests.helpers import SIM, account_options, delivered_ids, expected_ids, run_cli, seed, table, write_config
 from tests.test_end_to_end import run_once
-
-
-async def run_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real entry point in a child process, without blocking the loop the simulator runs on."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "collector", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
 
 async def cli(*args: str) -> int:
@@ -128,8 +115,8 @@ async def test_secrets_never_reach_logs_or_status(make_sim: Callable[..., Any], 
     )
     config = write_config(tmp_path, sim.base_url, account={"page_size": 50}, extra_tables=oauth + broken)
 
-    run = await run_process("run", "--once", "--config", str(config), "--log-level", "debug", "--log-format", "json")
-    status = await run_process("status", "--config", str(config), "--json")
+    run = await run_cli("run", "--once", "--config", str(config), "--log-level", "debug", "--log-format", "json")
+    status = await run_cli("status", "--config", str(config), "--json")
 
     assert run.returncode == 1  # the account with the wrong app key failed, fatally, by design
     assert "stream_failed" in run.stderr

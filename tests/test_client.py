@@ -9,7 +9,6 @@ import hmac
 import io
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,18 +179,6 @@ class Harness:
             return await self.client.fetch_page(
                 "ttp_url", path, KEY, FILTERS, page_size=100, page_token=token, **kwargs
             )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def mock_http() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
 
 
 def harness(

@@ -6,36 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.helpers import delivered_ids, expected_ids, seed, write_config
+from tests.helpers import delivered_ids, expected_ids, seed, start_collector, write_config
 
 BATCH = 40
-
-
-async def start_collector(config: Path, log: Path, *extra: str) -> asyncio.subprocess.Process:
-    handle = log.open("ab")
-    try:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "collector",
-            "run",
-            "--config",
-            str(config),
-            "--log-format",
-            "json",
-            *extra,
-            stdout=handle,
-            stderr=handle,
-        )
-    finally:
-        handle.close()
 
 
 async def test_sigterm_drains_the_spool_and_exits_zero(make_sim: Callable[..., Any], tmp_path: Path) -> None:

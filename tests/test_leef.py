@@ -7,20 +7,17 @@ the pinned event key of tests/test_logtypes.py.
 
 from __future__ import annotations
 
-import copy
 import re
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.leef import LEEF_FIELDS, encode_leef
 from collector.logtypes import LOG_TYPES, build_event, serialize
+from tests.helpers import fixture_event_doc, fixture_records
 
-FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 KEY = re.compile(r"^[A-Za-z0-9]+$")
 VALUE_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 HEADER_UNESCAPES = {"\\": "\\", "|": "|"}
@@ -93,18 +90,6 @@ def parse_leef(line: str) -> tuple[list[str], dict[str, str]]:
 # --- building events --------------------------------------------------------------------------------
 
 
-def fixture_records(name: str) -> list[dict[str, Any]]:
-    body = orjson.loads((FIXTURES / f"{name}_page.json").read_bytes())
-    records: list[dict[str, Any]] = body["data"][0][LOG_TYPES[name].array_key]
-    return records
-
-
-def event_doc(name: str, index: int = 0, **record_changes: Any) -> dict[str, Any]:
-    """The ECS event of a fixture record, optionally with some raw record fields changed first."""
-    record = {**copy.deepcopy(fixture_records(name)[index]), **record_changes}
-    return build_event(LOG_TYPES[name], record, "acme", 0).doc
-
-
 def encode(doc: dict[str, Any]) -> tuple[bytes, list[str], dict[str, str]]:
     """Encode a spooled event; return the raw line and its parsed header and attributes."""
     line = encode_leef(serialize(doc))
@@ -114,7 +99,7 @@ def encode(doc: dict[str, Any]) -> tuple[bytes, list[str], dict[str, str]]:
 
 def with_text(value: str) -> dict[str, Any]:
     """A ttp_url event whose subject, URL and user are all ``value``."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["email"]["subject"] = value
     doc["url"]["original"] = value
     doc["user"]["email"] = value
@@ -229,7 +214,7 @@ def test_fixture_record_encodes_to_literal_leef(
     name: str, index: int, header: list[str], attributes: dict[str, str]
 ) -> None:
     """A fixture record's LEEF line parses back to exactly the pinned header and attributes."""
-    _, parsed_header, parsed_attributes = encode(event_doc(name, index))
+    _, parsed_header, parsed_attributes = encode(fixture_event_doc(name, index))
     assert parsed_header == header
     assert parsed_attributes == attributes
 
@@ -309,13 +294,13 @@ SEVERITY_CASES = [
 @pytest.mark.parametrize(("name", "changes", "event_id", "severity"), SEVERITY_CASES)
 def test_event_id_and_sev_follow_the_table(name: str, changes: dict[str, Any], event_id: str, severity: str) -> None:
     """EventID and sev per log type and verdict, the same as CEF's Signature ID and Severity."""
-    _, header, attrs = encode(event_doc(name, **changes))
+    _, header, attrs = encode(fixture_event_doc(name, **changes))
     assert (header[4], attrs["sev"]) == (event_id, severity)
 
 
 def test_header_escapes_pipe_and_backslash() -> None:
     """A pipe and a backslash in header fields are backslash-escaped on the wire and parse back."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["event"]["action"] = "a|b\\c"
     doc["observer"]["product"] = "Mail|Sec\\urity"
     line, header, attrs = encode(doc)
@@ -326,7 +311,7 @@ def test_header_escapes_pipe_and_backslash() -> None:
 
 def test_header_line_breaks_become_spaces() -> None:
     """CR and LF cannot appear in the header: they become spaces there (and stay exact in ``action``)."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["event"]["action"] = "x\ny\r\nz"
     _, header, attrs = encode(doc)
     assert header[4] == "ttp_url:x y  z"
@@ -392,7 +377,7 @@ def test_long_values_are_cut_to_4000_characters() -> None:
 )
 def test_dev_time_is_utc_with_milliseconds_and_four_digit_year(stamp: str, dev_time: str) -> None:
     """devTime matches devTimeFormat exactly: milliseconds kept, year always 4 digits, +0000."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["@timestamp"] = stamp
     _, _, attrs = encode(doc)
     assert (attrs["devTime"], attrs["devTimeFormat"]) == (dev_time, TIME_FORMAT)
@@ -402,7 +387,7 @@ def test_dev_time_is_utc_with_milliseconds_and_four_digit_year(stamp: str, dev_t
 @given(subject=st.text(min_size=1, max_size=300), url=st.text(min_size=1, max_size=300))
 def test_arbitrary_text_round_trips(subject: str, url: str) -> None:
     """Any text in subject and URL comes back exactly, on one line."""
-    doc = event_doc("ttp_url")
+    doc = fixture_event_doc("ttp_url")
     doc["email"]["subject"] = subject
     doc["url"]["original"] = url
     line, _, attrs = encode(doc)

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import orjson
 from collector.app import Collector
 from collector.config import load_config
 from collector.simulator import FakeMimecast
-from tests.helpers import delivered_ids, expected_ids, seed, write_config
+from tests.helpers import delivered_ids, expected_ids, seed, start_collector, write_config
 
 FAST_FAILURE = {"poll_interval_secs": 1, "request_timeout_secs": 1, "retry_max_secs": 1, "connect_timeout_secs": 1}
 
@@ -119,17 +118,7 @@ async def test_systemd_notify_ready_watchdog_stopping(make_sim: Callable[..., An
             messages.extend((await loop.sock_recv(receiver, 4096)).decode().splitlines())
 
     env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collector",
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await start_collector(config, tmp_path / "collector.log", env=env)
     try:
         await asyncio.wait_for(until("READY=1"), timeout=20)
         before = messages.count("WATCHDOG=1")

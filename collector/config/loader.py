@@ -11,7 +11,6 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from collector.config.model import (
     HMAC_REGIONS,
@@ -24,7 +23,7 @@ from collector.config.model import (
 )
 from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES, LogType
-from collector.options import Context, Spec, build, coerce, known_keys, reject_unknown
+from collector.options import Context, Spec, build, coerce, known_keys, reject_unknown, require_http_url
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
 from collector.timeutil import parse_config_time
@@ -115,16 +114,10 @@ def _stream_options(log_type: LogType, table: dict[str, Any], where: str, ctx: C
 
 
 def _check_endpoint(account: AccountConfig, where: str) -> None:
-    if account.proxy is not None and urlsplit(account.proxy).scheme not in ("http", "https"):
-        raise ConfigError(f"{where}.proxy", "must be an http(s) URL", 'write e.g. "http://proxy:3128"')
+    if account.proxy is not None:
+        require_http_url(account.proxy, f"{where}.proxy", "http://proxy:3128")
     if account.base_url:
-        parts = urlsplit(account.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"{where}.base_url",
-                f"{account.base_url!r} is not an http(s) URL",
-                'write e.g. "https://eu-api.mimecast.com"',
-            )
+        require_http_url(account.base_url, f"{where}.base_url", "https://eu-api.mimecast.com")
         return
     regions = HMAC_REGIONS if account.auth == "hmac" else OAUTH2_REGIONS
     if account.region is None:

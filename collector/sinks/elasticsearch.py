@@ -35,7 +35,7 @@ from collector.errors import ConfigError, SinkError
 from collector.logs import get_logger
 from collector.options import Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
-from collector.sinks.httpbase import RETRYABLE_STATUSES, HttpClient, HttpSettings, join_url
+from collector.sinks.httpbase import RETRYABLE_STATUSES, HttpClient, HttpSettings, HttpSinkBase, join_url
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +64,7 @@ def document_id(event: OutEvent) -> str:
     return f"{event.account}:{event.log_type}:{event.key}"
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(HttpSinkBase):
     def __init__(self, settings: ElasticsearchSettings, context: SinkContext) -> None:
         self.settings = settings
         headers = {"Content-Type": "application/x-ndjson"}
@@ -78,12 +78,6 @@ class ElasticsearchSink:
         self.dead_lettered = 0
         self._telemetry = context.telemetry
         self._log = get_logger(sink=settings.name)
-
-    async def open(self) -> None:
-        await self._http.open()
-
-    async def close(self) -> None:
-        await self._http.close()
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
         if not events:

@@ -9,7 +9,7 @@ import orjson
 
 from collector.options import option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
-from collector.sinks.httpbase import HttpClient, HttpSettings
+from collector.sinks.httpbase import HttpClient, HttpSettings, HttpSinkBase
 
 _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/json"}
 
@@ -22,19 +22,13 @@ class HttpSinkSettings(HttpSettings):
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class HttpSink:
+class HttpSink(HttpSinkBase):
     def __init__(self, settings: HttpSinkSettings) -> None:
         self.settings = settings
         headers = dict(settings.headers)
         if not any(name.lower() == "content-type" for name in headers):  # header names ignore case
             headers["Content-Type"] = _CONTENT_TYPES[settings.body_format]
         self._http = HttpClient(settings, headers)
-
-    async def open(self) -> None:
-        await self._http.open()
-
-    async def close(self) -> None:
-        await self._http.close()
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
         if not events:

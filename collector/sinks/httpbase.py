@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 
 from collector.errors import ConfigError, SinkError
-from collector.options import option
+from collector.options import option, require_http_url
 from collector.sinks.base import SinkSettings
 
 #: HTTP statuses a sink may retry; every other non-2xx is a refusal.
@@ -41,13 +40,7 @@ class HttpSettings(SinkSettings):
     gzip: bool = option(True, doc="compress request bodies")
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"sinks.{self.name}.url",
-                f"{self.url!r} is not an http(s) URL",
-                'write e.g. "https://siem.example:8088"',
-            )
+        require_http_url(self.url, f"sinks.{self.name}.url", "https://siem.example:8088")
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError(
                 f"sinks.{self.name}.cert_file", "cert_file and key_file go together", "set both, or neither"
@@ -137,6 +130,18 @@ class HttpClient:
             if error.status is not None and error.status < 500:
                 return error.status
             raise
+
+
+class HttpSinkBase:
+    """Open and close shared by the HTTP-based sinks; each sets ``_http`` and sends its own way."""
+
+    _http: HttpClient
+
+    async def open(self) -> None:
+        await self._http.open()
+
+    async def close(self) -> None:
+        await self._http.close()
 
 
 def refusal(method: str, url: str, answer: Answer) -> SinkError:

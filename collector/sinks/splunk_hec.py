@@ -17,7 +17,7 @@ import orjson
 from collector.errors import ConfigError, SinkError
 from collector.options import Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
-from collector.sinks.httpbase import HttpClient, HttpSettings, join_url
+from collector.sinks.httpbase import HttpClient, HttpSettings, HttpSinkBase, join_url
 
 EVENT_PATH = "/services/collector/event"
 HEALTH_PATH = "/services/collector/health"
@@ -39,19 +39,13 @@ class SplunkHecSettings(HttpSettings):
             )
 
 
-class SplunkHecSink:
+class SplunkHecSink(HttpSinkBase):
     def __init__(self, settings: SplunkHecSettings) -> None:
         self.settings = settings
         assert settings.token is not None
         headers = {"Authorization": f"Splunk {settings.token.reveal()}", "Content-Type": "application/json"}
         self._http = HttpClient(settings, headers)
         self._host = settings.host or socket.gethostname()
-
-    async def open(self) -> None:
-        await self._http.open()
-
-    async def close(self) -> None:
-        await self._http.close()
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
         if events:

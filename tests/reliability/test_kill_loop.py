@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import delivered_ids, expected_ids, seed, write_config
-from tests.test_crash import start_collector
+from tests.helpers import delivered_ids, expected_ids, seed, start_collector, write_config
 
 BATCH = 40
 KILLS = 10

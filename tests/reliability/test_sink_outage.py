@@ -10,9 +10,8 @@ from typing import Any
 
 import orjson
 
-from tests.helpers import expected_ids, seed, table, write_config
+from tests.helpers import expected_ids, seed, start_collector, table, write_config
 from tests.receivers import FakeHttpCollector
-from tests.test_crash import start_collector
 
 PER_TYPE = 8000
 

@@ -11,29 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import delivered_ids, expected_ids, seed, write_config
+from tests.helpers import delivered_ids, expected_ids, run_cli, seed, write_config
 
 FILE_SIZE_LIMIT = 3 * 2**20
 
 
-async def run_cli(*args: str, file_size_limit: int | None = None) -> subprocess.CompletedProcess[str]:
-    def limit_file_size() -> None:  # the child's "disk" fills up at FILE_SIZE_LIMIT bytes per file
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so writes fail with EFBIG instead of killing
-        assert file_size_limit is not None
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collector",
-        *args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=limit_file_size if file_size_limit else None,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+def limit_file_size() -> None:
+    """In the child: its "disk" fills up at FILE_SIZE_LIMIT bytes per file."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so writes fail with EFBIG instead of killing it
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
 
 
 async def test_disk_full_stops_with_a_clear_error_and_loses_nothing(
@@ -44,9 +30,7 @@ async def test_disk_full_stops_with_a_clear_error_and_loses_nothing(
     records = seed(sim, 3000, days=2)
     config = write_config(tmp_path, sim.base_url, account={"page_size": 500})
 
-    full = await run_cli(
-        "run", "--once", "--config", str(config), "--log-format", "json", file_size_limit=FILE_SIZE_LIMIT
-    )
+    full = await run_cli("run", "--once", "--config", str(config), "--log-format", "json", preexec_fn=limit_file_size)
 
     assert full.returncode == 74, full.stderr[-2000:]
     last = full.stderr.strip().splitlines()[-1]
