@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import sys
 import time
 from collections.abc import Sequence
@@ -116,6 +117,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = _load(args)
+    _tune_gc()
     collector = Collector(config, once=args.once)
     try:
         result = anyio.run(collector.run)
@@ -126,6 +128,18 @@ def _run(args: argparse.Namespace) -> int:
         get_logger().error("collector_crashed", exc_info=group)
         return EXIT_SOFTWARE
     return result.exit_code
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper cyclic-GC passes for a process that builds and drops ~15 dicts per event.
+
+    Events die by reference counting; the cyclic collector only finds work in aiohttp's and the
+    loop's occasional cycles. Freezing what startup built keeps full passes from re-walking the
+    imported modules, and a larger first threshold stops a pass every ~50 events (bench/throughput:
+    about 10% less CPU per event; peak RSS unchanged, bench/memory).
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

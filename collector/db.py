@@ -128,7 +128,8 @@ class Database:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 db = await connect(path)
             await db.execute("PRAGMA busy_timeout = 10000")
-            await db.execute("PRAGMA cache_size = -16384")  # 16 MiB: the hot ends of the spool and dedup
+            # 4 MiB holds the hot ends of the spool and the dedup keys; more only costs RSS (bench).
+            await db.execute("PRAGMA cache_size = -4096")
             version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(
@@ -136,6 +137,9 @@ class Database:
                     f"{version}); upgrade, or point [state] path at a new file"
                 )
             if not read_only:
+                # 16 KiB pages hold about ten spooled events each instead of two: a third less CPU per
+                # event in commits and checkpoints (bench). Only takes effect when the file is new.
+                await db.execute("PRAGMA page_size = 16384")
                 await db.execute("PRAGMA journal_mode = WAL")
                 await db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
                 if 0 < version < 2:  # dedup keys changed shape; an empty table only risks re-sends

@@ -407,6 +407,32 @@ async def test_state_survives_reopen(tmp_path: Path) -> None:
         await second.close()
 
 
+def page_size(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("PRAGMA page_size").fetchone()[0])
+
+
+async def test_new_state_file_uses_16k_pages_and_a_4k_file_keeps_working(tmp_path: Path) -> None:
+    """New files get 16 KiB pages (cheaper commits); a file from before keeps its 4 KiB pages and works."""
+    fresh = await Store.open(tmp_path / "new.db")
+    await fresh.close()
+    assert page_size(tmp_path / "new.db") == 16384
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("CREATE TABLE placeholder (x)")  # the page size is fixed once the file has content
+    store = await Store.open(old)
+    try:
+        state = await store.stream("acme", "ttp_url", start=START)
+        page = await store.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=5.0)
+        assert page == PageResult(new=1, duplicates=0)
+        assert [r.key for r in await store.read_spool(0, 10)] == ["a"]
+    finally:
+        await store.close()
+    assert page_size(old) == 4096
+
+
 async def test_read_only_open_reads_existing_state(tmp_path: Path) -> None:
     """A read-only store (as `status` uses) sees what the writer saved."""
     path = tmp_path / "state.db"
