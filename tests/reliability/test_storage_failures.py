@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import resource
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import delivered_ids, expected_ids, run_cli, seed, write_config
+from tests.helpers import delivered_ids, expected_ids, run_cli, seed, start_collector, write_config
 
 FILE_SIZE_LIMIT = 3 * 2**20
 
@@ -74,16 +72,7 @@ async def test_second_collector_on_the_same_state(make_sim: Callable[..., Any], 
     sim = await make_sim()
     seed(sim, 100, days=1)
     config = write_config(tmp_path, sim.base_url)
-    first = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collector",
-        "run",
-        "--config",
-        str(config),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = await start_collector(config, tmp_path / "first.log")
     try:
         for _ in range(100):  # until the first one holds the state
             if (tmp_path / "out" / "events.jsonl").exists():
