@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
@@ -67,8 +67,7 @@ class LogType:
         return data
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):  # one per record: a tuple is built several times faster than a frozen dataclass
     """A normalized event ready for the spool."""
 
     key: str  # dedup key, unique per stream; also event.id
@@ -91,7 +90,9 @@ _MAX_DEPTH_MARK = "<nested more than 200 levels deep: cut here>"
 
 def dedup_key(record: Any, fields: tuple[str, ...] | None) -> str:
     """A stable 128-bit key. A missing field and a null one hash differently (pitfall: collisions)."""
-    if fields is None or not isinstance(record, Mapping):
+    if fields is None or not (
+        record.__class__ is dict or isinstance(record, Mapping)
+    ):  # dict first: ABC checks are slow
         material = record
     else:
         material = [record.get(name, _MISSING) for name in fields]
@@ -129,14 +130,16 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
 
 def _event_time(value: Any) -> tuple[int, str]:
     """(epoch seconds, ECS @timestamp) of a record's time field, with a fast path for the API's format."""
-    text_value = str(value)
+    text_value = value if value.__class__ is str else str(value)
+    if len(text_value) == 24 and text_value[10] == "T" and text_value.endswith("+0000"):  # 2024-11-13T13:03:11+0000
+        return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
     moment = parse_api_date(text_value)
-    if len(text_value) == 24 and text_value.endswith("+0000") and text_value[10] == "T":
-        return int(moment.timestamp()), text_value[:19] + ".000Z"  # 2024-11-13T13:03:11+0000
     return int(moment.timestamp()), ecs_timestamp(moment)
 
 
 def _as_mapping(record: Any) -> Mapping[str, Any]:
+    if record.__class__ is dict:
+        return record
     if not isinstance(record, Mapping):
         raise TypeError(f"record is a {type(record).__name__}, not an object")
     return record
@@ -255,12 +258,10 @@ def compact(doc: JsonDict) -> JsonDict:
     """Drop None values and empty containers, recursively (ECS documents carry no nulls)."""
     out: JsonDict = {}
     for name, value in doc.items():
-        if value is None:
-            continue
         if value.__class__ is dict:
             inner = compact(value)
             if inner:
                 out[name] = inner
-        elif value.__class__ is not list or value:
+        elif value is not None and (value.__class__ is not list or value):
             out[name] = value
     return out
