@@ -274,14 +274,23 @@ _HEADER_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "}
 _VALUE_ESCAPES = str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"})
 
 
-def encode_cef(doc: bytes) -> bytes:
-    """One CEF line (UTF-8, no newline, no syslog header) for one spooled ECS event."""
+def read_event(doc: bytes) -> tuple[Doc, Verdict, str]:
+    """A spooled event (empty if it is not an object), its verdict and its product name: what CEF
+    and LEEF headers are made of."""
     event = orjson.loads(doc)
     if not isinstance(event, dict):
         event = {}
-    verdict = classify(event)
-    product = field_text(lookup(event, "observer.product")) or DEFAULT_PRODUCT
-    header = (VENDOR, product, DEVICE_VERSION, verdict.event_id, verdict.name, str(verdict.severity))
+    return event, classify(event), field_text(lookup(event, "observer.product")) or DEFAULT_PRODUCT
+
+
+def header_fields(*fields: str) -> str:
+    """Header fields joined by "|", escaped as CEF and LEEF both require (pipe, backslash, no breaks)."""
+    return "|".join(field.translate(_HEADER_ESCAPES) for field in fields)
+
+
+def encode_cef(doc: bytes) -> bytes:
+    """One CEF line (UTF-8, no newline, no syslog header) for one spooled ECS event."""
+    event, verdict, product = read_event(doc)
     pairs: list[str] = []
     for key, spec in CEF_FIELDS.get(table_row(event), _GENERIC).items():
         value = field_text(lookup(event, spec.source if isinstance(spec, Labeled) else spec))
@@ -290,6 +299,7 @@ def encode_cef(doc: bytes) -> bytes:
         pairs.append(f"{key}={value.translate(_VALUE_ESCAPES)}")
         if isinstance(spec, Labeled):
             pairs.append(f"{key}Label={spec.label.translate(_VALUE_ESCAPES)}")
-    line = "CEF:0|" + "|".join(field.translate(_HEADER_ESCAPES) for field in header) + "|" + " ".join(pairs)
+    header = header_fields(VENDOR, product, DEVICE_VERSION, verdict.event_id, verdict.name, str(verdict.severity))
+    line = f"CEF:0|{header}|" + " ".join(pairs)
     # "replace": a lone surrogate must not stop the stream; it is sent as "?" instead.
     return line.encode("utf-8", "replace")

@@ -25,19 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import orjson
-
 from collector.cef import (
-    DEFAULT_PRODUCT,
     DEVICE_VERSION,
     UNPARSED,
     VENDOR,
     Doc,
     Source,
-    classify,
     event_time,
     field_text,
+    header_fields,
     lookup,
+    read_event,
     table_row,
 )
 
@@ -110,18 +108,12 @@ LEEF_FIELDS: Mapping[str, Mapping[str, Source]] = {
 }
 _GENERIC: Mapping[str, Source] = {**_COMMON, **_ACCOUNT}
 
-_HEADER_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
 _VALUE_ESCAPES = str.maketrans({"\\": "\\\\", DELIMITER: "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def encode_leef(doc: bytes) -> bytes:
     """One LEEF 2.0 line (UTF-8, no newline, no syslog header) for one spooled ECS event."""
-    event = orjson.loads(doc)
-    if not isinstance(event, dict):
-        event = {}
-    verdict = classify(event)
-    product = field_text(lookup(event, "observer.product")) or DEFAULT_PRODUCT
-    header = (VENDOR, product, DEVICE_VERSION, verdict.event_id)
+    event, verdict, product = read_event(doc)
     pairs: list[tuple[str, str]] = []
     moment = dev_time(event)
     if moment is not None:
@@ -132,6 +124,6 @@ def encode_leef(doc: bytes) -> bytes:
         if value is not None:
             pairs.append((key, value))
     attributes = DELIMITER.join(f"{key}={value.translate(_VALUE_ESCAPES)}" for key, value in pairs)
-    fields = "|".join(field.translate(_HEADER_ESCAPES) for field in header)
+    header = header_fields(VENDOR, product, DEVICE_VERSION, verdict.event_id)
     # "replace": a lone surrogate must not stop the stream; it is sent as "?" instead.
-    return f"LEEF:2.0|{fields}|{DELIMITER_FIELD}|{attributes}".encode("utf-8", "replace")
+    return f"LEEF:2.0|{header}|{DELIMITER_FIELD}|{attributes}".encode("utf-8", "replace")
