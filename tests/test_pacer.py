@@ -48,6 +48,15 @@ async def checkpoints(n: int = 3) -> None:
         await anyio.lowlevel.checkpoint()
 
 
+async def take_slots(pacer: Pacer, stream: str, rounds: int, order: list[str]) -> None:
+    """Ask for ``rounds`` slots one after another, noting each grant in ``order``."""
+    for _ in range(rounds):
+        async with pacer.slot(stream) as ticket:
+            order.append(stream)
+            await checkpoints()
+            ticket.done(200, {})
+
+
 def max_spread(order: list[str], streams: tuple[str, ...]) -> int:
     """Largest difference in grants between two streams over every prefix of the grant order."""
     counts = dict.fromkeys(streams, 0)
@@ -75,17 +84,10 @@ async def test_streams_sharing_a_pacer_take_turns(streams: tuple[str, ...], max_
     pacer = free_pacer(max_in_flight)
     order: list[str] = []
 
-    async def worker(stream: str) -> None:
-        for _ in range(10):
-            async with pacer.slot(stream) as ticket:
-                order.append(stream)
-                await checkpoints()
-                ticket.done(200, {})
-
     with anyio.fail_after(DEADLINE_SECS):
         async with anyio.create_task_group() as tg:
             for stream in streams:
-                tg.start_soon(worker, stream)
+                tg.start_soon(take_slots, pacer, stream, 10, order)
 
     assert Counter(order) == dict.fromkeys(streams, 10)
     assert max_spread(order, streams) <= 1
@@ -131,18 +133,11 @@ async def test_a_busy_stream_with_several_tasks_gets_only_its_turn(busy_tasks: i
     pacer = free_pacer()
     order: list[str] = []
 
-    async def worker(stream: str, rounds: int) -> None:
-        for _ in range(rounds):
-            async with pacer.slot(stream) as ticket:
-                order.append(stream)
-                await checkpoints()
-                ticket.done(200, {})
-
     with anyio.fail_after(DEADLINE_SECS):
         async with anyio.create_task_group() as tg:
             for _ in range(busy_tasks):
-                tg.start_soon(worker, "backfill", 12)
-            tg.start_soon(worker, "quiet", 6)
+                tg.start_soon(take_slots, pacer, "backfill", 12, order)
+            tg.start_soon(take_slots, pacer, "quiet", 6, order)
 
     quiet_at = [i for i, stream in enumerate(order) if stream == "quiet"]
     busy_between = [later - earlier - 1 for earlier, later in itertools.pairwise(quiet_at)]
