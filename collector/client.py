@@ -20,13 +20,20 @@ import orjson
 
 from collector.auth import Authenticator
 from collector.config.model import AccountConfig
-from collector.errors import FAIL_CODE_ACTIONS, Action, ApiError, Rule, rule_for_exception, rule_for_status
+from collector.errors import (
+    FAIL_CODE_ACTIONS,
+    Action,
+    ApiError,
+    Rule,
+    backoff_secs,
+    rule_for_exception,
+    rule_for_status,
+)
 from collector.limiter import PacingModel
 from collector.logs import get_logger, redact
 from collector.pacer import Pacer, PacerRegistry
 from collector.telemetry import Telemetry
 
-BACKOFF_BASE_SECS = 0.5
 THROTTLE_LOG_EVERY_SECS = 60.0
 
 
@@ -179,8 +186,7 @@ class MimecastClient:
                     self._report_throttle(stream, path, error)
                     continue  # the pacer keeps the gate shut until the reset has passed
                 attempt += 1
-                delay = min(self.account.retry_max_secs, BACKOFF_BASE_SECS * 2 ** (attempt - 1))
-                delay *= self._rng.uniform(0.5, 1.0)
+                delay = backoff_secs(attempt, self.account.retry_max_secs, self._rng)
                 self._telemetry.api_retries.labels(self.account.name, path).inc()
                 self._log.warning(
                     "api_retry",

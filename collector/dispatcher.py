@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 
 from collector.encoders import ENCODERS
-from collector.errors import SinkError
+from collector.errors import SinkError, backoff_secs
 from collector.logs import get_logger, redact
 from collector.sinks.base import OutEvent, Sink, SinkSettings
 from collector.spool import SpoolRow
@@ -21,7 +21,6 @@ from collector.store import Store
 from collector.telemetry import Telemetry
 
 IDLE_POLL_SECS = 1.0
-BACKOFF_BASE_SECS = 0.5
 
 
 class SpoolSignal:
@@ -146,10 +145,11 @@ class Dispatcher:
     async def _failed(self, error: SinkError, failures: int, size: int) -> None:
         self.healthy = False
         self._telemetry.sink_failures.labels(self.settings.name).inc()
-        delay = min(self.settings.retry_max_secs, BACKOFF_BASE_SECS * 2 ** min(failures - 1, 20))
-        if not error.retryable:  # a refusal will not go away in a second: try again only slowly
-            delay = self.settings.retry_max_secs
-        delay = max(delay * self._rng.uniform(0.5, 1.0), error.retry_after_secs or 0.0)
+        if error.retryable:
+            delay = backoff_secs(failures, self.settings.retry_max_secs, self._rng)
+        else:  # a refusal will not go away in a second: try again only slowly
+            delay = self.settings.retry_max_secs * self._rng.uniform(0.5, 1.0)
+        delay = max(delay, error.retry_after_secs or 0.0)
         message = redact(str(error))
         if failures == 1 or (error.retry_after_secs is None and delay >= self.settings.retry_max_secs / 2):
             self._log.warning(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 
 import aiohttp
@@ -15,6 +16,7 @@ from collector.errors import (
     ApiError,
     CollectorError,
     ConfigError,
+    backoff_secs,
     rule_for_exception,
     rule_for_status,
 )
@@ -182,3 +184,26 @@ def test_config_error_names_key_problem_and_fix() -> None:
     )
     assert isinstance(error, CollectorError)
     assert isinstance(ApiError(Action.RETRY, "x"), CollectorError)
+
+
+class FixedJitter(random.Random):
+    """uniform() returns its upper bound: the backoff before jitter shows as is."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.mark.parametrize(
+    ("attempt", "delay"),
+    [(1, 0.5), (2, 1.0), (3, 2.0), (7, 32.0), (8, 60.0), (1025, 60.0), (10**6, 60.0)],
+)
+def test_backoff_doubles_up_to_the_cap_and_never_overflows(attempt: int, delay: float) -> None:
+    """Retries never stop, so the attempt count grows without bound: 0.5 * 2**1024 must not be computed."""
+    assert backoff_secs(attempt, 60.0, FixedJitter()) == delay
+
+
+def test_backoff_jitter_stays_within_half_to_full() -> None:
+    rng = random.Random(7)
+    delays = [backoff_secs(20, 60.0, rng) for _ in range(1000)]
+    assert min(delays) >= 30.0
+    assert max(delays) <= 60.0
