@@ -16,7 +16,7 @@ import orjson
 
 from collector.config.model import AccountConfig
 from collector.errors import Action, ApiError, rule_for_status
-from collector.limiter import RateHeaders
+from collector.limiter import RateHeaders, throttle_wait_secs
 from collector.logs import register_secret
 from collector.timeutil import hmac_date
 
@@ -164,9 +164,7 @@ class OAuth2Auth:
 
     def _throttled(self, headers: RateHeaders) -> None:
         self._throttled_in_a_row += 1
-        hints = [w for w in (headers.reset_secs, headers.retry_after_secs) if w is not None]
-        wait = max(hints) if hints else min(60.0, 2.0 ** (self._throttled_in_a_row - 1))
-        self._not_before = self._clock() + wait
+        self._not_before = self._clock() + throttle_wait_secs(headers, self._throttled_in_a_row, 60.0)
 
 
 def make_authenticator(

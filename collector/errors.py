@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from collector.timeutil import doubling_secs
+
 BACKOFF_BASE_SECS = 0.5
-_MAX_DOUBLINGS = 30  # 0.5 s x 2**30 is far past any cap; an uncapped exponent overflows a float at 1024
 
 
 def backoff_secs(attempt: int, max_secs: float, rng: random.Random) -> float:
     """The wait before retry number ``attempt`` (1-based): doubling from 0.5 s up to ``max_secs``,
-    jittered to 50-100% so retries from many tasks spread out. Retries never give up, so ``attempt``
-    has no bound; the exponent has one."""
-    return min(max_secs, BACKOFF_BASE_SECS * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS)) * rng.uniform(0.5, 1.0)
+    jittered to 50-100% so retries from many tasks spread out."""
+    return doubling_secs(BACKOFF_BASE_SECS, attempt, max_secs) * rng.uniform(0.5, 1.0)
 
 
 class CollectorError(Exception):

@@ -23,6 +23,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from collector.timeutil import doubling_secs
+
 MIN_SCALE = 0.05
 STRAIN_FACTOR = 0.75
 THROTTLE_FACTOR = 0.5
@@ -59,6 +61,13 @@ class RateHeaders:
             reset_secs=reset_ms / 1000.0 if reset_ms is not None else None,
             retry_after_secs=number("retry-after"),
         )
+
+
+def throttle_wait_secs(headers: RateHeaders, in_a_row: int, max_secs: float) -> float:
+    """How long a 429 shuts the gate: the larger of the server's reset and Retry-After, or without
+    either, 1 s doubled for each 429 in a row, at most ``max_secs``."""
+    hints = [w for w in (headers.reset_secs, headers.retry_after_secs) if w is not None]
+    return max(hints) if hints else doubling_secs(1.0, in_a_row, max_secs)
 
 
 class PacingModel:
@@ -165,9 +174,7 @@ class PacingModel:
         self.throttled_in_a_row += 1
         self.scale = max(MIN_SCALE, self.scale * THROTTLE_FACTOR)
         self.remaining = 0
-        waits = [w for w in (parsed.reset_secs, parsed.retry_after_secs) if w is not None]
-        # Without a hint from the server, back off exponentially.
-        wait = max(waits) if waits else min(self.max_backoff, 2.0 ** (self.throttled_in_a_row - 1))
+        wait = throttle_wait_secs(parsed, self.throttled_in_a_row, self.max_backoff)
         self.reset_at = now + wait
         jitter = self._rng.uniform(0.0, 0.1 * wait + GATE_JITTER_SECS)
         self.gate_until = max(self.gate_until, now + wait + jitter)

@@ -64,3 +64,14 @@ def ecs_timestamp(moment: datetime) -> str:
 def iso(epoch_secs: float) -> str:
     """Human-readable UTC time for logs and ``status``."""
     return datetime.fromtimestamp(int(epoch_secs), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_MAX_DOUBLINGS = 30  # far past any cap; an uncapped exponent overflows a float at 1024
+
+
+def doubling_secs(first_secs: float, n: int, max_secs: float) -> float:
+    """``first_secs`` doubled for each step after the first (``n`` is 1-based), at most ``max_secs``.
+
+    Retry and 429 counters have no bound (retries never give up); the exponent has one.
+    """
+    return min(max_secs, first_secs * 2.0 ** min(n - 1, _MAX_DOUBLINGS))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from collector.limiter import PacingModel, RateHeaders
+from collector.limiter import PacingModel, RateHeaders, throttle_wait_secs
 
 SEED = 20240611
 LATENCY = 0.05
@@ -262,6 +262,39 @@ def test_429_without_hints_backs_off_exponentially(max_backoff_secs: float, wait
         assert now + wait <= model.gate_until <= now + 1.1 * wait + 0.05
         assert model.earliest_send(now) >= now + wait
         now = model.earliest_send(now)
+
+
+def test_hours_of_hintless_429s_keep_the_backoff_at_its_cap() -> None:
+    """The 429 counter only resets on a good answer: after 2,000 in a row the wait is still the cap
+    (2.0 ** 1024 would overflow a float and kill the poller)."""
+    model = make_model(max_backoff_secs=60.0)
+    now = 0.0
+    for _ in range(2000):
+        model.on_send(now)
+        now += LATENCY
+        model.on_response(now, 429, {})
+        now = model.earliest_send(now)
+    assert model.throttled_in_a_row == 2000
+    model.on_send(now)
+    model.on_response(now + LATENCY, 429, {})
+    assert now + LATENCY + 60.0 <= model.gate_until <= now + LATENCY + 66.05
+
+
+@pytest.mark.parametrize(
+    ("headers", "in_a_row", "wait"),
+    [
+        (RateHeaders(None, None, 2.5, None), 1, 2.5),
+        (RateHeaders(None, None, 2.5, 7.0), 9, 7.0),
+        (RateHeaders(None, None, None, None), 1, 1.0),
+        (RateHeaders(None, None, None, None), 4, 8.0),
+        (RateHeaders(None, None, None, None), 1025, 60.0),
+        (RateHeaders(None, None, None, None), 10**6, 60.0),
+    ],
+)
+def test_throttle_wait_takes_the_larger_hint_else_doubles_to_the_cap(
+    headers: RateHeaders, in_a_row: int, wait: float
+) -> None:
+    assert throttle_wait_secs(headers, in_a_row, 60.0) == wait
 
 
 def test_success_restarts_the_exponential_backoff() -> None:
