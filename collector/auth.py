@@ -154,7 +154,7 @@ class OAuth2Auth:
             raise ApiError(Action.RETRY, "OAuth2 token answer is malformed", status=status) from None
         if not isinstance(token, str) or not token:
             raise ApiError(Action.RETRY, "OAuth2 token answer has no access_token", status=status)
-        register_secret(token)
+        register_secret(token, rotating=f"oauth2-token:{id(self)}")
         # Refresh ahead of expiry: 60 s for normal tokens, a fifth of the lifetime for short ones.
         margin = min(60.0, lifetime / 5)
         self._token = token

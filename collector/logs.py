@@ -7,6 +7,7 @@ tracebacks included.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import sys
@@ -21,18 +22,36 @@ LEVELS = ("debug", "info", "warning", "error")
 MASK = "***"
 _SENSITIVE_KEY = re.compile(r"authorization|secret|password|signature|bearer|access_token|api_key|app_key", re.I)
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
-_secrets: set[str] = set()
+_ROTATIONS_KEPT = 2  # the current value and the one before it, which a request in flight may still carry
+_fixed: set[str] = set()
+_rotating: dict[str, collections.deque[str]] = {}
+_masked: list[str] = []  # both of the above, as redact() walks them on every log string
 
 
-def register_secret(value: str | None) -> None:
-    """Make sure ``value`` never appears in a log line from now on."""
-    if value and len(value) >= _MIN_SECRET_LEN:
-        _secrets.add(value)
+def register_secret(value: str | None, *, rotating: str | None = None) -> None:
+    """Make sure ``value`` never appears in a log line from now on.
+
+    ``rotating`` names a secret that replaces itself (one client's OAuth2 token): only its newest
+    values stay on the list, else months of half-hourly tokens would pile up and every log line
+    would be checked against all of them.
+    """
+    if not value or len(value) < _MIN_SECRET_LEN:
+        return
+    if rotating is None:
+        _fixed.add(value)
+    else:
+        _rotating.setdefault(rotating, collections.deque(maxlen=_ROTATIONS_KEPT)).append(value)
+    _masked[:] = _fixed.union(*_rotating.values())
+
+
+def secrets_masked() -> int:
+    """How many values are masked (it must not grow with uptime)."""
+    return len(_masked)
 
 
 def redact(text: str) -> str:
     """``text`` with every registered secret masked."""
-    for secret in _secrets:
+    for secret in _masked:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

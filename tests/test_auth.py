@@ -20,7 +20,7 @@ from yarl import URL
 
 from collector.auth import HmacAuth, OAuth2Auth, hmac_signature
 from collector.errors import Action, ApiError
-from collector.logs import redact
+from collector.logs import redact, secrets_masked
 from collector.simulator import FakeMimecast, SimSettings
 from tests.helpers import MockResponse
 
@@ -346,3 +346,23 @@ async def test_oauth_token_is_registered_as_a_secret(session: aiohttp.ClientSess
 
     assert redact(token) == "***"
     assert redact(f"Authorization: Bearer {token}") == "Authorization: Bearer ***"
+
+
+async def test_refreshed_tokens_replace_old_ones_in_the_mask_list(
+    session: aiohttp.ClientSession, mock_http: aioresponses
+) -> None:
+    """A daemon refreshes its token every half hour for months: the current and the previous token
+    stay masked, older ones leave the list instead of piling up (every log line checks them all)."""
+    clock = Clock()
+    tokens = [f"rotating-token-{n:04d}-abcdef" for n in range(5)]
+    TokenServer(mock_http, [token_answer(t, expires_in=100) for t in tokens])
+    auth = make_oauth(session, clock)
+    before = secrets_masked()
+
+    for _ in tokens:
+        await auth.headers(PATH)
+        clock.now += 100
+
+    assert auth.tokens_issued == 5
+    assert [redact(t) for t in tokens] == [tokens[0], tokens[1], tokens[2], "***", "***"]
+    assert secrets_masked() == before + 2
