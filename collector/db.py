@@ -174,12 +174,14 @@ class Database:
                     raise StoreError(describe_failure(self.path, exc)) from None
                 raise
 
-    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            cursor = await self._db.execute(sql, params)
-            return list(await cursor.fetchall())
-        except sqlite3.Error as exc:
-            raise StoreError(describe_failure(self.path, exc)) from None
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Connection]:
+        """The connection for reads outside a transaction; failures become :class:`StoreError` too."""
+        async with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreError(describe_failure(self.path, exc)) from None
 
 
 def describe_failure(path: Path, exc: BaseException) -> str:

@@ -35,12 +35,13 @@ class Spool(Database):
         return int(row[0])
 
     async def read_spool(self, after: int, limit: int) -> list[SpoolRow]:
-        async with self._lock:
-            rows = await self._query(
+        async with self._reading() as db:
+            cursor = await db.execute(
                 "SELECT s.seq, s.key, s.event_time, s.doc, t.account, t.log_type FROM spool s "
                 "JOIN streams t ON t.id = s.stream_id WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
                 (after, limit),
             )
+            rows = await cursor.fetchall()
         return [SpoolRow(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def ack(self, name: str, offset: int, delivered: int, *, now: float, sinks: Iterable[str]) -> None:
@@ -85,19 +86,20 @@ class Spool(Database):
         return usage.first_seq, cut
 
     async def usage(self) -> SpoolUsage:
-        async with self._lock:
-            return await _usage(self._db)
+        async with self._reading() as db:
+            return await _usage(db)
 
     async def record_sink_error(self, name: str, summary: str) -> None:
         async with self._transaction() as db:
             await db.execute("UPDATE sinks SET last_error=? WHERE name=?", (summary, name))
 
     async def sinks(self) -> list[dict[str, Any]]:
-        async with self._lock:
-            rows = await self._query(
+        async with self._reading() as db:
+            cursor = await db.execute(
                 "SELECT name, offset, delivered_total, last_delivery_at, last_error FROM sinks ORDER BY name"
             )
-            usage = await _usage(self._db)
+            rows = await cursor.fetchall()
+            usage = await _usage(db)
         names = ("name", "offset", "delivered_total", "last_delivery_at", "last_error")
         return [{**dict(zip(names, row, strict=True)), "backlog": usage.after(row[1])} for row in rows]
 

@@ -150,11 +150,12 @@ class Store(Spool):
         return True
 
     async def streams(self) -> list[dict[str, Any]]:
-        async with self._lock:
-            rows = await self._query(
+        async with self._reading() as db:
+            cursor = await db.execute(
                 "SELECT account, log_type, window_start, window_end, page_token IS NOT NULL, events_total, "
                 "last_success_at, last_error, last_error_at, fatal FROM streams ORDER BY account, log_type"
             )
+            rows = await cursor.fetchall()
         names = (
             "account",
             "log_type",

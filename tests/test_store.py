@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -123,6 +123,28 @@ async def test_failed_commit_changes_neither_dedup_nor_position(store: Store) ->
     assert await store.stream("acme", "ttp_url", start=0) == StreamState(
         state.id, "acme", "ttp_url", START, 2_000, "t1"
     )
+
+
+async def test_every_read_turns_a_sqlite_failure_into_a_store_error(store: Store) -> None:
+    """Reads outside a transaction fail like commits do: a StoreError that says why (exit 74), never a
+    raw sqlite3 error (which would crash the collector with exit 70)."""
+    await store.stream("acme", "ttp_url", start=START)
+    await store.sink_offset("siem")
+    with sqlite3.connect(store.path) as other:
+        other.execute("DROP TABLE spool")
+        other.execute("DROP TABLE sinks")
+        other.execute("DROP TABLE streams")
+
+    reads: list[Callable[[], Awaitable[object]]] = [
+        store.usage,
+        functools.partial(store.backlog, 0),
+        functools.partial(store.read_spool, 0, 10),
+        store.sinks,
+        store.streams,
+    ]
+    for read in reads:
+        with pytest.raises(StoreError, match="no such table"):
+            await read()
 
 
 async def test_commit_failing_at_the_position_update_spools_nothing(store: Store) -> None:
