@@ -12,7 +12,7 @@ import pytest
 
 from collector.errors import ConfigError, SinkError
 from collector.sinks.base import OutEvent
-from collector.sinks.file import FileSink, FileSinkSettings
+from collector.sinks.file import FileSink, FileSinkSettings, write_all
 
 MakeSink = Callable[..., FileSink]
 
@@ -274,3 +274,25 @@ def test_good_file_mode_is_accepted(tmp_path: Path) -> None:
     settings = FileSinkSettings(name="archive", type="file", path=tmp_path / "x.jsonl", file_mode="0600")
 
     assert settings.file_mode == "0600"
+
+
+def test_write_all_finishes_what_a_short_write_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write may write less than asked without raising (a disk filling up): the rest still goes out.
+    Here the kernel is made to take at most 7 bytes per call."""
+    real_write = os.write
+    calls: list[int] = []
+
+    def short_write(fd: int, data: bytes | memoryview) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:7]))
+
+    monkeypatch.setattr(os, "write", short_write)
+    payload = b'{"a": 1}\n{"b": "two"}\n' * 3
+    fd = os.open(tmp_path / "x", os.O_WRONLY | os.O_CREAT)
+    try:
+        write_all(fd, payload)
+    finally:
+        os.close(fd)
+
+    assert (tmp_path / "x").read_bytes() == payload
+    assert len(calls) == -(-len(payload) // 7)

@@ -35,6 +35,7 @@ from collector.errors import ConfigError, SinkError
 from collector.logs import get_logger
 from collector.options import Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
+from collector.sinks.file import write_all
 from collector.sinks.httpbase import RETRYABLE_STATUSES, HttpClient, HttpSettings, HttpSinkBase, join_url
 
 
@@ -132,7 +133,7 @@ class ElasticsearchSink(HttpSinkBase):
             self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
-                os.write(fd, b"\n".join(lines) + b"\n")
+                write_all(fd, b"\n".join(lines) + b"\n")
                 os.fsync(fd)
             finally:
                 os.close(fd)

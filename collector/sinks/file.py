@@ -88,10 +88,7 @@ class FileSink:
             self._rotate()
         assert self._fd is not None
         try:
-            view = memoryview(payload)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, payload)
             if self.settings.fsync:
                 os.fsync(self._fd)
         except OSError as exc:
@@ -138,6 +135,13 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, payload: bytes) -> None:
+    """Write all of ``payload``: os.write may write less (a filling disk) without raising."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _trim_torn_tail(fd: int) -> int:
