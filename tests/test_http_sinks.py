@@ -853,6 +853,15 @@ def test_es_api_key_and_username_conflict(harness: Harness) -> None:
     assert caught.value.key == "sinks.x.api_key"
 
 
+@pytest.mark.parametrize("format_", ["raw", "cef", "leef"])
+def test_es_refuses_any_format_but_json(harness: Harness, format_: str) -> None:
+    """Elasticsearch indexes the ECS document: another format is a ConfigError, not silently ignored."""
+    with pytest.raises(ConfigError) as caught:
+        harness.settings(ElasticsearchSettings, "elasticsearch", {"url": "https://es.example", "format": format_})
+    assert caught.value.key == "sinks.x.format"
+    assert "remove format" in caught.value.fix
+
+
 def test_es_username_needs_password(harness: Harness) -> None:
     """username without password is a ConfigError on sinks.x.username."""
     with pytest.raises(ConfigError) as caught:

@@ -50,6 +50,12 @@ class ElasticsearchSettings(HttpSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.format != "json":  # the sink indexes the ECS document; another encoding would be made for nothing
+            raise ConfigError(
+                f"sinks.{self.name}.format",
+                f'"{self.format}" is not what Elasticsearch indexes',
+                'remove format (Elasticsearch always gets the ECS document, "json")',
+            )
         if self.api_key is not None and (self.username or self.password):
             raise ConfigError(
                 f"sinks.{self.name}.api_key",
@@ -105,7 +111,7 @@ class ElasticsearchSink(HttpSinkBase):
         for event in events:
             index = self.settings.index.replace("{dataset}", f"mimecast.{event.log_type or 'event'}")
             lines.append(orjson.dumps({"create": {"_index": index, "_id": document_id(event)}}))
-            lines.append(event.doc)  # always the ECS document, whatever `format` says
+            lines.append(event.line)  # the ECS document: format can only be "json"
         return b"\n".join(lines) + b"\n"
 
     def _rejected(self, events: Sequence[OutEvent], items: list[dict[str, Any]]) -> list[tuple[OutEvent, int, Any]]:
