@@ -138,10 +138,8 @@ class OAuth2Auth:
             if status == 429:
                 self._throttled(RateHeaders.parse(response.headers))
         if status != 200:
-            rule = rule_for_status(status)
-            action = Action.FATAL if status in (400, 401, 403) else rule.action
             raise ApiError(
-                action,
+                rule_for_status(status).action,  # the table: 400/401/403 are fatal here, 429/5xx retried
                 "OAuth2 token request failed",
                 status=status,
                 hint="check client_id / client_secret and the API 2.0 application's permissions",

@@ -225,7 +225,7 @@ class Poller:
         t.events_fetched.labels(*self._labels).inc(len(events))
         t.events_spooled.labels(*self._labels).inc(new)
         t.events_duplicate.labels(*self._labels).inc(duplicates)
-        broken = sum(1 for e in events if NORMALIZE_ERROR_TAG in e.doc.get("tags", ()))
+        broken = sum(1 for e in events if not e.normalized)
         if broken:
             t.normalize_errors.labels(*self._labels).inc(broken)
             self._log.warning("records_kept_raw", count=broken, tag=NORMALIZE_ERROR_TAG)
