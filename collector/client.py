@@ -33,6 +33,7 @@ from collector.limiter import PacingModel
 from collector.logs import get_logger, redact
 from collector.pacer import Pacer, PacerRegistry
 from collector.telemetry import Telemetry
+from collector.tls import client_context
 
 THROTTLE_LOG_EVERY_SECS = 60.0
 
@@ -279,5 +280,5 @@ def tls_setting(account: AccountConfig) -> ssl.SSLContext | bool:
     if not account.verify_tls:
         return False
     if account.ca_file is not None:
-        return ssl.create_default_context(cafile=str(account.ca_file))
+        return client_context(verify=True, ca_file=account.ca_file)
     return True

@@ -22,6 +22,7 @@ import anyio
 from collector.errors import ConfigError, SinkError
 from collector.options import option, require_http_url
 from collector.sinks.base import SinkSettings
+from collector.tls import client_context
 
 #: HTTP statuses a sink may retry; every other non-2xx is a refusal.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -51,13 +52,9 @@ def tls_context(settings: HttpSettings) -> ssl.SSLContext | bool:
     """aiohttp's ``ssl=``: verification on by default; a CA bundle and a client certificate if set."""
     if settings.ca_file is None and settings.cert_file is None:
         return settings.verify_tls
-    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
-    if not settings.verify_tls:  # still present a client certificate if one is configured
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if settings.cert_file is not None and settings.key_file is not None:
-        context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
-    return context
+    return client_context(
+        verify=settings.verify_tls, ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file
+    )
 
 
 @dataclass(frozen=True)

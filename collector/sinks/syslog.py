@@ -54,6 +54,7 @@ from collector.errors import ConfigError, SinkError
 from collector.logs import get_logger
 from collector.options import option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
+from collector.tls import client_context
 
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 _FACILITY_NAMES = (
@@ -362,15 +363,11 @@ class SyslogSink:
 
 def _ssl_context(settings: SyslogSinkSettings) -> ssl.SSLContext:
     try:
-        context = ssl.create_default_context(cafile=settings.ca_file)
-        if not settings.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if settings.cert_file is not None:
-            context.load_cert_chain(settings.cert_file, settings.key_file)
+        return client_context(
+            verify=settings.verify, ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file
+        )
     except (OSError, ssl.SSLError) as exc:
         raise SinkError(f"sinks.{settings.name}: cannot load TLS files ({_reason(exc)})", retryable=False) from None
-    return context
 
 
 def _closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
