@@ -23,14 +23,14 @@ from collector.app import (
     register_config_secrets,
 )
 from collector.config import Config, load_config
-from collector.config.model import DAY
+from collector.config.loader import config_time
 from collector.demo import prepare, run_demo
 from collector.errors import ConfigError, StartupError, StoreError
 from collector.logs import LEVELS, configure_logging, get_logger
 from collector.logtypes import LOG_TYPES
 from collector.status import render_status, status_report
 from collector.store import Store
-from collector.timeutil import iso, parse_config_time
+from collector.timeutil import iso
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -178,14 +178,7 @@ def _reset(args: argparse.Namespace) -> int:
             f"no account {args.account or ''} collects {args.stream}".replace("  ", " "),
             "name an account from the config whose streams include it",
         )
-    start: int | None = None
-    if args.start is not None:
-        try:
-            start = parse_config_time(args.start)
-        except ValueError:
-            raise ConfigError(
-                "--start", f"{args.start!r} is not a timestamp", 'use ISO 8601, e.g. "2026-11-01T00:00:00Z"'
-            ) from None
+    start = None if args.start is None else config_time(args.start, "--start")
     lock = StateLock(config.state.path)
     lock.acquire()
 
@@ -193,7 +186,7 @@ def _reset(args: argparse.Namespace) -> int:
         store = await Store.open(config.state.path, synchronous=config.state.synchronous)
         try:
             for account in accounts:
-                position = start if start is not None else (account.start_secs or int(time.time()) - DAY)
+                position = start if start is not None else account.default_start(now=time.time())
                 await store.reset_stream(account.name, args.stream, position)
                 print(f"{account.name}/{args.stream}: next run starts at {iso(position)}")
         finally:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from collector.client import MimecastClient
-from collector.config.model import DAY, AccountConfig
+from collector.config.model import AccountConfig
 from collector.errors import Action, ApiError
 from collector.logs import get_logger, redact
 from collector.logtypes import LOG_TYPES, LogType, build_event
@@ -99,8 +99,7 @@ class Poller:
     async def run(self) -> bool:
         """Collect until cancelled (daemon) or caught up with ``once_until``; False after a fatal error."""
         account = self.spec.account
-        default_start = account.start_secs or int(self._clock()) - DAY
-        state = await self._store.stream(*self._labels, start=default_start)
+        state = await self._store.stream(*self._labels, start=account.default_start(now=self._clock()))
         self.state = state
         self._log.info("stream_started", position=iso(state.window_start), resuming_page=state.page_token is not None)
         while True:

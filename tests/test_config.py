@@ -12,6 +12,7 @@ import pytest
 
 from collector.cli import main
 from collector.config import AccountConfig, StateConfig, load_config
+from collector.config.loader import config_time
 from collector.config.model import ServiceConfig
 from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES
@@ -103,6 +104,33 @@ def test_status_mode_needs_no_secrets(tmp_path: Path) -> None:
     """With resolve_secrets=False an unset secret variable is not an error (status, reset)."""
     config = load_config(write(tmp_path, GOOD), env={}, resolve_secrets=False)
     assert config.accounts[0].name == "acme"
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [(None, 1_000_000 - 86_400), ("2026-11-01T00:00:00Z", 1_793_491_200), ("1970-01-01T00:00:00Z", 0)],
+)
+def test_default_start_is_the_configured_one_else_a_day_ago(tmp_path: Path, start: str | None, expected: int) -> None:
+    """`start` where a stream has no saved position; without it, 24 h back. The epoch is a start too."""
+    text = GOOD.replace('app_id = "app"', f'app_id = "app"\nstart = "{start}"') if start else GOOD
+    account = load_config(write(tmp_path, text), env={}, resolve_secrets=False).accounts[0]
+    assert account.default_start(now=1_000_000.5) == expected
+
+
+@pytest.mark.parametrize("where", ["config", "reset"])
+def test_a_start_that_is_not_a_timestamp_names_its_key(tmp_path: Path, where: str) -> None:
+    """The config's `start` and reset's --start are checked by one rule, with one message."""
+    if where == "config":
+        path = write(tmp_path, GOOD.replace('app_id = "app"', 'app_id = "app"\nstart = "yesterday"'))
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, env={}, resolve_secrets=False)
+        key = "accounts.acme.start"
+    else:
+        with pytest.raises(ConfigError) as caught:
+            config_time("yesterday", "--start")
+        key = "--start"
+    assert (caught.value.key, caught.value.fix) == (key, 'use ISO 8601, e.g. "2026-11-01T00:00:00Z"')
+    assert "'yesterday' is not a timestamp" in caught.value.problem
 
 
 def test_oauth2_region_maps_to_api_services(tmp_path: Path) -> None:

@@ -35,6 +35,14 @@ _CREDENTIALS = {
 }
 
 
+def config_time(text: str, key: str) -> int:
+    """A timestamp an operator wrote (config ``start``, ``reset --start``), as epoch seconds."""
+    try:
+        return parse_config_time(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not a timestamp", 'use ISO 8601, e.g. "2026-11-01T00:00:00Z"') from None
+
+
 def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True) -> Config:
     """Load and validate ``path``. ``resolve_secrets=False`` skips reading secrets (status, reset)."""
     try:
@@ -83,16 +91,7 @@ def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
                 f"add {log_name!r} to {where}.streams or remove the table",
             )
         stream_options[log_name] = _stream_options(LOG_TYPES[log_name], sub, f"{where}.{log_name}", ctx)
-    start_secs = None
-    if account.start is not None:
-        try:
-            start_secs = parse_config_time(account.start)
-        except ValueError:
-            raise ConfigError(
-                f"{where}.start",
-                f"{account.start!r} is not a timestamp",
-                'use ISO 8601, e.g. "2026-11-01T00:00:00Z"',
-            ) from None
+    start_secs = None if account.start is None else config_time(account.start, f"{where}.start")
     account = dataclasses.replace(account, start_secs=start_secs, stream_options=stream_options)
     _check_endpoint(account, where)
     if ctx.resolve_secrets:

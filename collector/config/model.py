@@ -98,6 +98,10 @@ class AccountConfig:
     start_secs: int | None = None  # parsed `start`, filled in by the loader
     stream_options: dict[str, StreamOptions] = field(default_factory=dict)
 
+    def default_start(self, *, now: float) -> int:
+        """Where a stream with no saved position begins: ``start``, else 24 hours before ``now``."""
+        return self.start_secs if self.start_secs is not None else int(now) - DAY
+
     @property
     def url(self) -> str:
         """The base URL to call, without a trailing slash."""
