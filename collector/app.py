@@ -26,7 +26,7 @@ from collector import __version__
 from collector.auth import make_authenticator
 from collector.backpressure import SpoolGate
 from collector.client import MimecastClient, tls_setting
-from collector.config.model import Config
+from collector.config.model import AccountConfig, Config
 from collector.dispatcher import Dispatcher, SpoolSignal
 from collector.errors import SinkError, StartupError, StoreError
 from collector.health import HealthServer
@@ -35,6 +35,7 @@ from collector.options import Secret
 from collector.pacer import PacerRegistry
 from collector.poller import Poller, StreamSpec
 from collector.sinks import SinkContext, create_sink
+from collector.sinks.base import SinkSettings
 from collector.store import Store
 from collector.systemd import Notifier
 from collector.telemetry import Telemetry
@@ -94,16 +95,16 @@ def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[No
 
 def register_config_secrets(config: Config) -> None:
     """Every secret in the config is masked in logs from now on."""
-    for account in config.accounts:
-        for value in (account.access_key, account.secret_key, account.app_key, account.client_secret):
-            if value is not None:
+    holders: list[AccountConfig | SinkSettings] = [*config.accounts, *config.sinks]
+    for holder in holders:  # every Secret field, so one added later cannot be forgotten here
+        for f in dataclasses.fields(holder):
+            value = getattr(holder, f.name)
+            if isinstance(value, Secret):
                 register_secret(value.reveal())
     for settings in config.sinks:
         for f in dataclasses.fields(settings):
             value = getattr(settings, f.name)
-            if isinstance(value, Secret):
-                register_secret(value.reveal())
-            elif isinstance(value, dict):  # HTTP headers: tokens travel here
+            if isinstance(value, dict):  # HTTP headers: tokens travel here
                 for item in value.values():
                     register_secret(str(item))
 
