@@ -155,6 +155,21 @@ async def start_collector(
         )
 
 
+async def wait_for_log_event(log: Path, event: str, *, limit_secs: float = 60) -> dict[str, Any]:
+    """The first JSON log line of ``log`` whose event is ``event``, waiting for it to be written."""
+    deadline = time.monotonic() + limit_secs
+    while True:
+        if log.exists():
+            for line in log.read_bytes().splitlines():
+                if line.startswith(b"{"):
+                    entry: dict[str, Any] = orjson.loads(line)
+                    if entry.get("event") == event:
+                        return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {event!r} line in {log} within {limit_secs} s")
+        await asyncio.sleep(0.05)
+
+
 async def run_cli(
     *args: str, preexec_fn: Callable[[], None] | None = None, limit_secs: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tests.helpers import delivered_ids, expected_ids, seed, start_collector, write_config
+from tests.helpers import delivered_ids, expected_ids, seed, start_collector, wait_for_log_event, write_config
 
 BATCH = 40
 
@@ -25,6 +25,7 @@ async def test_sigterm_drains_the_spool_and_exits_zero(make_sim: Callable[..., A
     out, log = tmp_path / "out", tmp_path / "collector.log"
 
     process = await start_collector(config, log)
+    await wait_for_log_event(log, "collector_started")  # a signal before the handlers exist just kills it
     await asyncio.sleep(2.0)
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), timeout=30) == 0
@@ -53,6 +54,7 @@ async def test_second_signal_stops_at_once_and_loses_nothing(make_sim: Callable[
     out, log = tmp_path / "out", tmp_path / "collector.log"
 
     process = await start_collector(config, log)
+    await wait_for_log_event(log, "collector_started")
     await asyncio.sleep(2.5)
     process.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.5)
