@@ -3,23 +3,29 @@ bodies, gzip bombs, encodings that lie. Each ends as a classified ApiError, with
 
 from __future__ import annotations
 
+import asyncio
 import random
+import signal
 import struct
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import anyio
 import orjson
 import pytest
+from aiohttp import web
 
 from collector.auth import HmacAuth, OAuth2Auth
 from collector.client import MimecastClient, Page
 from collector.config.model import AccountConfig
 from collector.errors import Action, ApiError
 from collector.options import Secret
+from collector.store import Store
 from collector.telemetry import Telemetry
+from tests.helpers import start_collector, write_config
 from tests.rawhttp import Answer, RawHttpServer, RawRequest, fixed, response_head
 from tests.test_client import (
     ACCESS_KEY,
@@ -306,3 +312,43 @@ async def test_content_encoding_that_lies_is_a_retryable_error(
         )
     assert page == Page(RECORDS, None)
     assert [(e.action, str(e)) for e in errors] == [(Action.RETRY, message)]
+
+
+# --- the real process --------------------------------------------------------------------------------
+
+
+async def test_running_collector_facing_deep_nesting_stays_up_and_records_the_stream_error(tmp_path: Path) -> None:
+    """`run` against an API answering 5000-deep JSON: retried, recorded for the stream, SIGTERM exits 0."""
+    deep = b"[" * 5000 + b"]" * 5000
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=deep, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    config = write_config(tmp_path, base_url, account={"streams": ["ttp_url"], "retry_max_secs": 1})
+    log = tmp_path / "collector.log"
+    try:
+        process = await start_collector(config, log)
+        with anyio.fail_after(60):
+            while b'"api_retry"' not in (log.read_bytes() if log.exists() else b""):  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        await runner.cleanup()
+
+    events = [orjson.loads(line)["event"] for line in log.read_bytes().splitlines() if line.startswith(b"{")]
+    assert "collector_crashed" not in events
+    store = await Store.open(tmp_path / "state" / "collector.db")
+    [row] = await store.streams()
+    await store.close()
+    assert (row["log_type"], row["last_error"], row["fatal"]) == (
+        "ttp_url",
+        "malformed answer: not a JSON object; http=200",
+        0,
+    )
