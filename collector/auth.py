@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -14,13 +15,17 @@ import aiohttp
 import anyio
 import orjson
 
+from collector.body import ACCEPT_ENCODING, read_capped
 from collector.config.model import AccountConfig
-from collector.errors import Action, ApiError, rule_for_status
+from collector.errors import REDIRECT_STATUSES, Action, AnswerTooLarge, ApiError, redirect_error, rule_for_status
 from collector.limiter import RateHeaders, throttle_wait_secs
 from collector.logs import register_secret
 from collector.timeutil import hmac_date
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
+TOKEN_ANSWER_MAX_BYTES = 1 << 20  # a token answer is a few hundred bytes
+DEFAULT_TOKEN_LIFETIME_SECS = 1800.0
+MAX_TOKEN_LIFETIME_SECS = 86_400.0
 
 
 class Authenticator(Protocol):
@@ -130,11 +135,24 @@ class OAuth2Auth:
 
     async def _fetch_token(self) -> None:
         requested_at = self._clock()
+        # The form carries client_id and client_secret: it never follows a redirect to another host.
         async with self._session.post(
-            self._url, data=self._form, timeout=self._timeout, ssl=self._ssl, proxy=self._proxy
+            self._url,
+            data=self._form,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+            timeout=self._timeout,
+            ssl=self._ssl,
+            proxy=self._proxy,
+            allow_redirects=False,
+            auto_decompress=False,
         ) as response:
-            body = await response.read()
             status = response.status
+            if status in REDIRECT_STATUSES:
+                raise redirect_error(status, response.headers.get("Location"), "the OAuth2 token endpoint")
+            try:
+                body = await read_capped(response, TOKEN_ANSWER_MAX_BYTES)
+            except AnswerTooLarge:  # not a page: a smaller page_size would not help
+                raise ApiError(Action.RETRY, "OAuth2 token answer is over 1 MiB", status=status) from None
             if status == 429:
                 self._throttled(RateHeaders.parse(response.headers))
         if status != 200:
@@ -147,11 +165,14 @@ class OAuth2Auth:
         try:
             answer = orjson.loads(body)
             token = answer["access_token"]
-            lifetime = float(answer.get("expires_in", 1800))
+            lifetime = float(answer.get("expires_in", DEFAULT_TOKEN_LIFETIME_SECS))
         except (ValueError, KeyError, TypeError):
             raise ApiError(Action.RETRY, "OAuth2 token answer is malformed", status=status) from None
         if not isinstance(token, str) or not token:
             raise ApiError(Action.RETRY, "OAuth2 token answer has no access_token", status=status)
+        if math.isnan(lifetime):  # NaN never compares as "due", so the token would be fetched on every call
+            lifetime = DEFAULT_TOKEN_LIFETIME_SECS
+        lifetime = min(lifetime, MAX_TOKEN_LIFETIME_SECS)
         register_secret(token, rotating=f"oauth2-token:{id(self)}")
         # Refresh ahead of expiry: 60 s for normal tokens, a fifth of the lifetime for short ones.
         margin = min(60.0, lifetime / 5)

@@ -6,6 +6,7 @@ exponential backoff and jitter, without limit, so a page is never skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import ssl
@@ -19,13 +20,18 @@ import anyio
 import orjson
 
 from collector.auth import Authenticator
+from collector.body import ACCEPT_ENCODING, read_capped
 from collector.config.model import AccountConfig
 from collector.errors import (
+    ANSWER_TOO_LARGE,
     FAIL_CODE_ACTIONS,
+    REDIRECT_STATUSES,
     Action,
     ApiError,
+    CollectorError,
     Rule,
     backoff_secs,
+    redirect_error,
     rule_for_exception,
     rule_for_status,
 )
@@ -42,6 +48,8 @@ THROTTLE_LOG_EVERY_SECS = 60.0
 class Page:
     records: list[Any]
     next_token: str | None
+    # The size asked for: smaller than requested after an oversize answer. Not part of a page's value.
+    page_size: int | None = dataclasses.field(default=None, compare=False)
 
 
 def request_body(data: Mapping[str, Any], page_size: int, page_token: str | None) -> bytes:
@@ -76,13 +84,14 @@ def parse_answer(status: int, raw: bytes, array_key: str, *, oauth2: bool) -> Pa
 
 
 def _loads(raw: bytes) -> Any:
+    """The document, or None when it is not JSON (the caller reports that as a malformed answer)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         pass
     try:  # invalid UTF-8 or numbers orjson refuses: the stdlib parser with replacement characters
         return json.loads(raw.decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):  # deeper than ~1000 levels: the stdlib parser recurses
         return None
 
 
@@ -94,14 +103,23 @@ def _first_failure(doc: Any) -> tuple[str | None, str, bool | None] | None:
         errors = fail.get("errors") if isinstance(fail, dict) else None
         for error in errors if isinstance(errors, list) else []:
             if isinstance(error, dict):
-                code = error.get("code")
+                # Only text and numbers are shown: str() of a deeply nested value can itself fail.
+                code = _scalar_text(error.get("code"))
                 retryable = error.get("retryable")
                 return (
-                    str(code) if code else None,
-                    str(error.get("message") or code or "API error")[:300],
+                    code[:100] if code else None,
+                    (_scalar_text(error.get("message")) or code or "API error")[:300],
                     retryable if isinstance(retryable, bool) else None,
                 )
     return None, "API reported a failure without details", None
+
+
+def _scalar_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e18:
+        return str(value)
+    return None
 
 
 def _rule(status: int, code: str | None, retryable: bool | None, *, oauth2: bool) -> Rule:
@@ -166,8 +184,13 @@ class MimecastClient:
         attempt, refreshed = 0, False
         while True:
             try:
-                return await self._attempt(stream, path, array_key, body)
+                page = await self._attempt(stream, path, array_key, body)
+                return dataclasses.replace(page, page_size=page_size)
             except ApiError as error:
+                if error.action is Action.TOO_LARGE:
+                    page_size = self._smaller_page(stream, path, page_size, error)
+                    body = request_body(data, page_size, page_token)
+                    continue
                 if error.action is Action.FATAL or (error.action is Action.AUTH_REFRESH and refreshed):
                     if error.action is Action.AUTH_REFRESH:
                         error = ApiError(
@@ -201,16 +224,35 @@ class MimecastClient:
                     await on_retry(error)
                 await self._sleep(delay)
 
+    def _smaller_page(self, stream: str, path: str, page_size: int, error: ApiError) -> int:
+        """Half the page size after an oversize answer; fatal once a single record is too large."""
+        if page_size <= 1:
+            raise ApiError(
+                Action.FATAL,
+                f"{error}, even for a page of one record",
+                code=ANSWER_TOO_LARGE,
+                hint=f"raise max_response_bytes (now {self.account.max_response_bytes}) for this account",
+            ) from None
+        smaller = page_size // 2
+        self._log.warning("api_page_shrunk", stream=stream, path=path, page_size=smaller, error=redact(str(error)))
+        return smaller
+
     async def _attempt(self, stream: str, path: str, array_key: str, body: bytes) -> Page:
         async with self.pacer(path).slot(stream) as ticket:
             # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
             try:
-                headers = {"Content-Type": "application/json", "Accept": "application/json"}
+                headers = {
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "Accept-Encoding": ACCEPT_ENCODING,
+                }
                 headers.update(await self._auth.headers(path))
             except Exception as exc:
                 ticket.abandon()
-                raise _classified(exc) from None
+                raise _classified(exc, self.account) from None
             try:
+                # Signed headers and the body never follow a redirect; the body is read within the cap
+                # and inflated by read_capped, not by aiohttp.
                 async with self._session.post(
                     f"{self.account.url}{path}",
                     data=body,
@@ -218,14 +260,20 @@ class MimecastClient:
                     timeout=self._timeout,
                     ssl=self._ssl,
                     proxy=self.account.proxy,
+                    allow_redirects=False,
+                    auto_decompress=False,
                 ) as response:
-                    raw = await response.read()
-                    status, answer_headers = response.status, response.headers
+                    status, answer_headers, raw = response.status, response.headers, b""
+                    if status not in REDIRECT_STATUSES:
+                        raw = await read_capped(response, self.account.max_response_bytes)
             except Exception as exc:
                 ticket.done(None, {})
                 self._telemetry.api_calls.labels(self.account.name, path, "error").inc()
-                raise _classified(exc) from None
+                raise _classified(exc, self.account) from None
             self._count(path, status, answer_headers)
+            if status in REDIRECT_STATUSES:
+                ticket.done(status, answer_headers)
+                raise redirect_error(status, answer_headers.get("Location"), "the API")
             try:
                 page = parse_answer(status, raw, array_key, oauth2=self._auth.oauth2)
             except ApiError as error:
@@ -265,14 +313,27 @@ class MimecastClient:
         self._throttle_logged[path] = now
 
 
-def _classified(exc: Exception) -> ApiError:
+def _classified(exc: Exception, account: AccountConfig) -> ApiError:
     """An exception as an :class:`ApiError`; unknown kinds propagate (they are bugs, not weather)."""
     if isinstance(exc, ApiError):
         return exc
     rule = rule_for_exception(exc)
     if rule is None:
         raise exc
-    return ApiError(rule.action, f"{type(exc).__name__}: {exc}".strip(": ")[:300])
+    return ApiError(rule.action, _describe(exc, account), hint=rule.hint)
+
+
+def _describe(exc: Exception, account: AccountConfig) -> str:
+    """What failed, in one line; a timeout says which one fired and the option that sets it."""
+    # aiohttp 3.14 raises ConnectionTimeoutError for sock_connect, SocketTimeoutError for sock_read
+    # (not set here; its own message says "reading"), and a plain TimeoutError for the total budget.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"connect timeout after {account.connect_timeout_secs:g} s (connect_timeout_secs)"
+    if type(exc) is TimeoutError:
+        return f"request timeout after {account.request_timeout_secs:g} s (request_timeout_secs)"
+    if isinstance(exc, CollectorError):  # ours: the message already says what happened
+        return str(exc)[:300]
+    return f"{type(exc).__name__}: {exc}".strip(": ")[:300]
 
 
 def tls_setting(account: AccountConfig) -> ssl.SSLContext | bool:

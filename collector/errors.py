@@ -12,6 +12,7 @@ import enum
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -65,6 +66,14 @@ class SinkError(CollectorError):
         super().__init__(message)
 
 
+class AnswerTooLarge(CollectorError):
+    """An API answer is bigger than ``max_response_bytes`` (declared, on the wire, or once inflated)."""
+
+
+class AnswerUndecodable(CollectorError):
+    """An API answer's Content-Encoding is unsupported or does not match its bytes."""
+
+
 class Action(enum.Enum):
     """What the client does with an answer."""
 
@@ -72,6 +81,7 @@ class Action(enum.Enum):
     RATE_LIMITED = "rate_limited"  # wait out x-ratelimit-reset / Retry-After, then try again
     AUTH_REFRESH = "auth_refresh"  # OAuth2 token rejected: fetch a new token once, then try again
     FATAL = "fatal"  # needs a human: stop this stream, report it, retry slowly
+    TOO_LARGE = "too_large"  # the answer passed max_response_bytes: ask again for a smaller page
 
 
 class ApiError(CollectorError):
@@ -110,6 +120,9 @@ class Rule:
     hint: str | None = None
 
 
+#: ApiError.code of an answer too large even for a page of one record (not a page-token problem).
+ANSWER_TOO_LARGE = "answer_too_large"
+
 _CHECK_KEYS = "check the account's keys and the host clock (HMAC dates must be within minutes)"
 
 #: HTTP status -> action. Statuses not listed: 5xx retry, other 4xx fatal (see :func:`rule_for_status`).
@@ -123,6 +136,9 @@ STATUS_ACTIONS: Mapping[int, Rule] = {
     418: Rule(Action.FATAL, "the API key binding expired: create new keys or lengthen the authentication TTL"),
     425: Rule(Action.RETRY),
     429: Rule(Action.RATE_LIMITED),
+    # Mimecast never redirects; a redirect is a wrong host or a proxy, and following it would hand the
+    # credentials and the signed headers to whatever host the Location names.
+    **dict.fromkeys((301, 302, 303, 307, 308), Rule(Action.FATAL, "fix base_url/region to the API's real host")),
 }
 
 #: Mimecast ``fail[].errors[].code`` -> action; consulted before the HTTP status.
@@ -139,6 +155,8 @@ EXCEPTION_ACTIONS: Mapping[type[BaseException], Rule] = {
     aiohttp.ClientConnectorCertificateError: Rule(
         Action.FATAL, "TLS verification failed: set ca_file to the CA that signs the server (or your proxy)"
     ),
+    AnswerTooLarge: Rule(Action.TOO_LARGE, "raise max_response_bytes if real pages are this large"),
+    AnswerUndecodable: Rule(Action.RETRY),
     aiohttp.ClientPayloadError: Rule(Action.RETRY),
     aiohttp.ClientConnectionError: Rule(Action.RETRY),
     aiohttp.ClientResponseError: Rule(Action.RETRY),
@@ -165,3 +183,30 @@ def rule_for_exception(exc: BaseException) -> Rule | None:
         if rule is not None:
             return rule
     return None
+
+
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+
+
+def redirect_error(status: int, location: str | None, what: str) -> ApiError:
+    """A redirect answer as the fatal error it is, naming where it pointed (the host only)."""
+    return ApiError(
+        STATUS_ACTIONS[status].action,
+        f"{what} answered with a redirect to {_location_host(location)}, not followed",
+        status=status,
+        hint=STATUS_ACTIONS[status].hint,
+    )
+
+
+def _location_host(location: str | None) -> str:
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        parts = urlsplit(location.strip())
+        host, port = parts.hostname, parts.port  # never the userinfo: it may hold a password
+    except ValueError:
+        return "an unreadable Location"
+    if not host:
+        return "a path on the same host"
+    shown = "".join(c for c in host if c.isprintable() and not c.isspace())[:100] or "an unreadable host"
+    return f"{shown}:{port}" if port is not None else shown

@@ -16,7 +16,7 @@ import anyio
 
 from collector.client import MimecastClient
 from collector.config.model import AccountConfig
-from collector.errors import Action, ApiError
+from collector.errors import ANSWER_TOO_LARGE, Action, ApiError, StartupError, StoreError
 from collector.logs import get_logger, redact
 from collector.logtypes import LOG_TYPES, LogType, build_event
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
@@ -95,6 +95,8 @@ class Poller:
         self._labels = (spec.account.name, spec.log_type.name)
         self._log = get_logger(stream=spec.name)
         self.state: StreamState | None = None
+        # Halved by the client after an oversize answer; back to the configured size with each new window.
+        self._page_size = spec.page_size
 
     async def run(self) -> bool:
         """Collect until cancelled (daemon) or caught up with ``once_until``; False after a fatal error."""
@@ -107,6 +109,14 @@ class Poller:
                 done = await self._collect()
             except ApiError as error:
                 await self._failed(error)
+                if self._once_until is not None:
+                    return False
+                await self._sleep(account.fatal_retry_secs)
+                continue
+            except (StoreError, StartupError):
+                raise  # the state store is gone: every stream is, and the process exits with its code
+            except Exception as exc:  # a bug one answer triggers must not stop the other streams
+                await self._crashed(exc)
                 if self._once_until is not None:
                     return False
                 await self._sleep(account.fatal_retry_secs)
@@ -180,12 +190,13 @@ class Poller:
                 self.spec.path,
                 log_type.array_key,
                 data,
-                page_size=self.spec.page_size,
+                page_size=self._page_size,
                 page_token=state.page_token,
                 on_retry=self._retrying,
             )
         except ApiError as error:
-            if state.page_token is not None and error.action is Action.FATAL:
+            # A record too large for max_response_bytes stays too large from the window's first page too.
+            if state.page_token is not None and error.action is Action.FATAL and error.code != ANSWER_TOO_LARGE:
                 raise _WindowRestart(f"page token rejected: {error.summary()}") from None
             raise
         # An empty page ends the window even if it carries a token (seen in the wild).
@@ -197,8 +208,10 @@ class Poller:
             seen_tokens.add(next_token)
             next_state = state.next_page(window_end, next_token)
             prune_before = None
+            self._page_size = page.page_size or self._page_size
         else:
             next_state = state.window_done(window_end)
+            self._page_size = self.spec.page_size
             prune_before = next_state.window_start - account.overlap_secs - self._dedup_retention
         result = await self._store.commit_page(
             events, next_state, seen_until=window_end, prune_before=prune_before, now=self._clock()
@@ -234,6 +247,14 @@ class Poller:
         self._telemetry.stream_error(*self._labels, summary, fatal=False)
         if self.state is not None:
             await self._store.record_error(self.state.id, summary, fatal=False, now=self._clock())
+
+    async def _crashed(self, exc: Exception) -> None:
+        summary = redact(f"unexpected {type(exc).__name__}: {exc}"[:300])
+        self._telemetry.stream_error(*self._labels, summary, fatal=True)
+        if self.state is not None:
+            await self._store.record_error(self.state.id, summary, fatal=True, now=self._clock())
+        retry = None if self._once_until is not None else f"{self.spec.account.fatal_retry_secs:g}s"
+        self._log.error("stream_crashed", error=summary, retry_in=retry, exc_info=exc)
 
     async def _failed(self, error: ApiError) -> None:
         summary = redact(error.summary())

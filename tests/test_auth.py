@@ -228,6 +228,33 @@ async def test_oauth_token_is_cached_until_its_refresh_time(
     assert len(server.requests) == 2
 
 
+@pytest.mark.parametrize(
+    ("expires_in", "refresh_after"),
+    [("nan", 1740.0), ("inf", 86_340.0), ("1e400", 86_340.0)],
+    ids=["nan-means-the-default-1800s", "infinite-is-one-day", "overflowing-is-one-day"],
+)
+async def test_oauth_token_lifetime_that_is_not_a_number_is_bounded(
+    session: aiohttp.ClientSession, mock_http: aioresponses, expires_in: str, refresh_after: float
+) -> None:
+    """expires_in "nan" is taken as 1800 s and an infinite one as a day, so the token is reused, then refreshed."""
+    odd = orjson.dumps({"access_token": "token-first-0001", "expires_in": expires_in})
+    server = TokenServer(mock_http, [(200, odd), token_answer("token-second-002")])
+    clock = Clock(1000.0)
+    auth = make_oauth(session, clock)
+
+    await auth.headers(PATH)
+    clock.now = 1000.0 + refresh_after - 0.001
+    still = await auth.headers(PATH)
+    clock.now = 1000.0 + refresh_after
+    refreshed = await auth.headers(PATH)
+
+    assert (still, refreshed) == (
+        {"Authorization": "Bearer token-first-0001"},
+        {"Authorization": "Bearer token-second-002"},
+    )
+    assert len(server.requests) == 2
+
+
 async def test_oauth_concurrent_callers_share_one_token_request(
     session: aiohttp.ClientSession, mock_http: aioresponses
 ) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import trustme
+from aiohttp import web
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
@@ -788,3 +791,103 @@ async def test_many_429s_log_one_rate_limited_line_per_endpoint(
     assert all(line["level"] == "warning" for line in lines)
     assert h.sleeper.delays == []
     assert sample(h, "mimecast_api_throttled_total", account="acme", endpoint=PATH) == 5.0
+
+
+# --- hostile shapes, TLS and timeouts ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 1100 + b"]" * 1100, b'{"a":' * 5000 + b"1" + b"}" * 5000, b"[" * 1000 + b'"\xff"' + b"]" * 1000],
+    ids=["1100-deep", "5000-deep", "1000-deep-invalid-utf8"],
+)
+def test_json_nested_deeper_than_the_parsers_is_a_retryable_malformed_answer(body: bytes) -> None:
+    """Nesting the stdlib fallback parser cannot recurse through is a RETRY, not a RecursionError."""
+    with pytest.raises(ApiError) as caught:
+        parse_answer(200, body, KEY, oauth2=False)
+    assert (caught.value.action, str(caught.value)) == (Action.RETRY, "malformed answer: not a JSON object")
+
+
+def test_fail_entry_with_a_nested_code_and_message_is_classified_without_showing_them() -> None:
+    """fail[] whose code and message are 990-deep structures: the generic message, no code, FATAL in a 200."""
+    deep = b"[" * 990 + b"]" * 990
+    body = b'{"fail": [{"errors": [{"code": ' + deep + b', "message": {"m": ' + deep + b"}}]}]}"
+    with pytest.raises(ApiError) as caught:
+        parse_answer(200, body, KEY, oauth2=False)
+    assert (caught.value.action, str(caught.value), caught.value.code) == (Action.FATAL, "API error", None)
+
+
+async def answer_empty_object(request: web.Request) -> web.Response:
+    return web.json_response({})
+
+
+async def test_untrusted_certificate_is_fatal_with_the_ca_file_hint(tmp_path: Path) -> None:
+    """A server certificate from an unknown CA: FATAL, and the summary tells the operator to set ca_file."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    app = web.Application()
+    app.router.add_post(PATH, answer_empty_object)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            h = harness(session, hmac_account(base_url=f"https://127.0.0.1:{port}"))
+            with pytest.raises(ApiError) as caught:
+                await h.fetch()
+    finally:
+        await runner.cleanup()
+    assert caught.value.action is Action.FATAL
+    assert caught.value.summary().endswith(
+        "; hint: TLS verification failed: set ca_file to the CA that signs the server (or your proxy)"
+    )
+
+
+async def test_connect_timeout_names_the_timeout_and_its_option(
+    session: aiohttp.ClientSession, mock_http: aioresponses
+) -> None:
+    """aiohttp's ConnectionTimeoutError is retried as "connect timeout after 15 s (connect_timeout_secs)"."""
+    Endpoint(
+        mock_http,
+        BASE + PATH,
+        [aiohttp.ConnectionTimeoutError("Connection timeout to host"), Answer(200, page_body([]))],
+    )
+    errors: list[ApiError] = []
+
+    async def on_retry(error: ApiError) -> None:
+        errors.append(error)
+
+    await harness(session).fetch(on_retry=on_retry)
+    assert [str(e) for e in errors] == ["connect timeout after 15 s (connect_timeout_secs)"]
+
+
+async def test_total_timeout_names_the_timeout_and_its_option(session: aiohttp.ClientSession) -> None:
+    """A server that never answers: retried as "request timeout after 1 s (request_timeout_secs)"."""
+    answered = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        if not answered.is_set():
+            answered.set()
+            await asyncio.sleep(30)
+        return web.Response(body=page_body([]), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post(PATH, stall)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    errors: list[ApiError] = []
+
+    async def on_retry(error: ApiError) -> None:
+        errors.append(error)
+
+    try:
+        h = harness(session, hmac_account(base_url=f"http://127.0.0.1:{port}", request_timeout_secs=1))
+        await h.fetch(on_retry=on_retry)
+    finally:
+        await runner.cleanup()
+    assert [str(e) for e in errors] == ["request timeout after 1 s (request_timeout_secs)"]

@@ -100,7 +100,7 @@ class RawReceiver(Receiver):
 
 
 class Redirector(Receiver):
-    """POST /ingest answers ``status`` with Location: /landing; /landing answers 200 to any method."""
+    """Every path but /landing answers ``status`` with Location: /landing; /landing answers 200 to any method."""
 
     def __init__(self, status: int) -> None:
         super().__init__()
@@ -108,8 +108,8 @@ class Redirector(Receiver):
         self.log: list[tuple[str, str, int]] = []  # method, path, body length
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_route("*", "/ingest", self._ingest)
         app.router.add_route("*", "/landing", self._landing)
+        app.router.add_route("*", "/{tail:.*}", self._ingest)
 
     async def _ingest(self, request: web.Request) -> web.Response:
         self.log.append((request.method, request.path, len(await request.read())))
@@ -270,14 +270,23 @@ async def test_http_header_override_is_case_insensitive(harness: Harness) -> Non
     assert [s.headers["content-type"] for s in receiver.seen] == ["application/json"]
 
 
-@pytest.mark.parametrize("status", [301, 302, 303])
-async def test_http_redirect_is_not_delivery(harness: Harness, status: int) -> None:
-    """A 301/302/303 to the POST is a non-retryable refusal, never a delivered batch."""
+def redirected_sink(harness: Harness, kind: str, url: str) -> Sink:
+    if kind == "splunk_hec":
+        return harness.hec(url=url, token=HEC_TOKEN)
+    if kind == "elasticsearch":
+        return harness.es(url=url, api_key=ES_KEY)
+    return harness.http(url=f"{url}/ingest")
+
+
+@pytest.mark.parametrize("kind", ["http", "splunk_hec", "elasticsearch"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_http_redirect_is_not_delivery(harness: Harness, status: int, kind: str) -> None:
+    """A redirect of any HTTP sink's POST is a non-retryable refusal, never followed, never a delivered batch."""
     receiver = await harness.serve(Redirector(status))
     with pytest.raises(SinkError) as caught:  # BUG: aiohttp follows it as a GET without body; 200 = "delivered"
-        await harness.http(url=f"{receiver.url}/ingest").send_batch(out_events(3))
+        await redirected_sink(harness, kind, receiver.url).send_batch(out_events(3))
     assert (caught.value.retryable, caught.value.status) == (False, status)
-    assert [method for method, _, _ in receiver.log] == ["POST"]
+    assert [(method, path != "/landing") for method, path, _ in receiver.log] == [("POST", True)]
 
 
 async def test_http_empty_batch_sends_nothing(harness: Harness) -> None:

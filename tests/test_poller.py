@@ -11,11 +11,18 @@ from typing import Any
 
 import anyio
 import orjson
+import pytest
 
 from collector.app import Collector
+from collector.client import Page
 from collector.config import load_config
+from collector.config.model import AccountConfig
+from collector.errors import Action, ApiError
+from collector.logtypes import LOG_TYPES
+from collector.poller import Poller, StreamSpec
 from collector.simulator import FakeMimecast, SimRecord, generate
 from collector.store import Store
+from collector.telemetry import Telemetry
 from collector.timeutil import iso
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
 from tests.test_end_to_end import run_once
@@ -210,3 +217,130 @@ async def test_restart_resumes_from_the_saved_page_token(make_sim: Callable[...,
     # Two empty windows, each page of the third once (none fetched twice), then the short window
     # from where the first run's window ended up to now - lag.
     assert sim.stats.calls_to("/api/ttp/url/get-logs") == 2 + pages + 1
+
+
+# --- one stream's failures stay that stream's: a scripted client, a real store -----------------------
+
+NOW = 1_731_500_000
+
+
+class ScriptedClient:
+    """Stands in for MimecastClient.fetch_page: each call takes the next item (an exception is raised)."""
+
+    def __init__(self, script: list[Page | BaseException]) -> None:
+        self.script = list(script)
+        self.calls: list[tuple[int, str | None]] = []  # (page_size, page_token) asked for
+
+    async def fetch_page(self, *args: Any, page_size: int, page_token: str | None, **kwargs: Any) -> Page:
+        self.calls.append((page_size, page_token))
+        if not self.script:
+            raise anyio.get_cancelled_exc_class()()  # script done: stop the poller as a shutdown would
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class Sleeps:
+    """The poller's sleep: records each delay, returns at once; the second one stops the poller."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        if len(self.delays) > 1:
+            raise anyio.get_cancelled_exc_class()()
+
+
+async def scripted_poller(
+    tmp_path: Path, script: list[Page | BaseException], *, once: bool, page_size: int = 100, **options: Any
+) -> tuple[Poller, ScriptedClient, Store, Sleeps]:
+    account = AccountConfig(
+        name="acme", auth="hmac", base_url="http://127.0.0.1:9", streams=("ttp_url",), start_secs=NOW - 3600, **options
+    )
+    spec = StreamSpec(account, LOG_TYPES["ttp_url"], "/api/ttp/url/get-logs", page_size)
+    store = await Store.open(tmp_path / "state.db")
+    fake, sleeps = ScriptedClient(script), Sleeps()
+    poller = Poller(
+        spec,
+        fake,  # type: ignore[arg-type]
+        store,
+        Telemetry(),
+        once_until=NOW - 60 if once else None,
+        clock=lambda: float(NOW),
+        sleep=sleeps,
+    )
+    return poller, fake, store, sleeps
+
+
+async def test_unexpected_exception_in_a_stream_is_logged_and_recorded_not_raised(
+    tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """A bug one answer triggers ends that stream's run (once) as failed: stream_crashed logged, error stored."""
+    script: list[Page | BaseException] = [RecursionError("maximum recursion depth exceeded")]
+    poller, _, store, _ = await scripted_poller(tmp_path, script, once=True)
+
+    assert await poller.run() is False
+
+    [crashed] = log_events(log_buffer, "stream_crashed")
+    assert crashed["error"] == "unexpected RecursionError: maximum recursion depth exceeded"
+    [row] = await store.streams()
+    assert (row["last_error"], row["fatal"]) == ("unexpected RecursionError: maximum recursion depth exceeded", 1)
+    await store.close()
+
+
+async def test_crashed_stream_is_retried_after_fatal_retry_secs(tmp_path: Path) -> None:
+    """In the daemon, a crashed stream waits fatal_retry_secs (900 s) and then fetches again."""
+    poller, fake, store, sleeps = await scripted_poller(tmp_path, [ValueError("odd"), Page([], None)], once=False)
+
+    with pytest.raises(anyio.get_cancelled_exc_class()):
+        await poller.run()
+
+    assert sleeps.delays == [900.0, 60.0]  # fatal_retry_secs, then poll_interval_secs once caught up
+    assert fake.calls == [(100, None), (100, None)]
+    await store.close()
+
+
+async def test_cancellation_still_ends_a_stream(tmp_path: Path) -> None:
+    """Cancellation is not a crash: it leaves run() at once, nothing logged or slept."""
+    poller, fake, store, sleeps = await scripted_poller(tmp_path, [], once=False)
+
+    with pytest.raises(anyio.get_cancelled_exc_class()):
+        await poller.run()
+
+    assert (fake.calls, sleeps.delays) == ([(100, None)], [])
+    await store.close()
+
+
+async def test_answer_too_large_for_one_record_fails_the_stream_without_restarting_the_window(
+    tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """ANSWER_TOO_LARGE on a page with a token is not a rejected token: the stream fails, the window stays."""
+    too_large = ApiError(Action.FATAL, "answer is longer than max_response_bytes", code="answer_too_large")
+    first = Page([{"date": "2024-11-13T13:03:11+0000", "url": "https://a.example/"}], "tok-2")
+    poller, _, store, _ = await scripted_poller(tmp_path, [first, too_large], once=True)
+
+    assert await poller.run() is False
+
+    assert log_events(log_buffer, "window_restarted") == []
+    assert [line["error"] for line in log_events(log_buffer, "stream_failed")] == [
+        "answer is longer than max_response_bytes; code=answer_too_large"
+    ]
+    await store.close()
+
+
+async def test_smaller_page_size_after_an_oversize_answer_holds_until_the_window_ends(tmp_path: Path) -> None:
+    """A page that came back at page size 25: the window's next page asks for 25, the next window for 100 again."""
+    record = {"date": "2024-11-13T13:03:11+0000", "url": "https://a.example/"}
+    script: list[Page | BaseException] = [
+        Page([record], "tok-2", page_size=25),
+        Page([{**record, "url": "https://b.example/"}], None, page_size=25),
+        Page([], None, page_size=100),
+    ]
+    poller, fake, store, _ = await scripted_poller(tmp_path, script, once=True, max_window_secs=1800)
+
+    assert await poller.run() is True
+
+    assert fake.calls == [(100, None), (25, "tok-2"), (100, None)]
+    await store.close()

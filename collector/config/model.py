@@ -90,6 +90,9 @@ class AccountConfig:
     proxy: str | None = option(None, doc="HTTP(S) proxy URL")
     request_timeout_secs: float = option(120.0, min=1, max=3600)
     connect_timeout_secs: float = option(15.0, min=1, max=600)
+    max_response_bytes: int = option(
+        64 << 20, min=1 << 16, max=1 << 32, doc="largest API answer read, on the wire and inflated"
+    )
     retry_max_secs: float = option(60.0, min=1, max=3600, doc="longest backoff between retries")
     fatal_retry_secs: float = option(900.0, min=5, max=DAY, doc="wait before retrying a stream after a fatal error")
     max_requests_per_minute: float | None = option(
