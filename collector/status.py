@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -51,39 +52,47 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
 def render_status(report: dict[str, Any], *, as_json: bool) -> str:
     if as_json:
         return orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-    lines = [_row("STREAM", "STATE", "POSITION", "LAG", "EVENTS", "LAST ERROR")]
-    for s in report["streams"]:
-        lines.append(
-            _row(
-                s["stream"],
-                s["state"],
-                s.get("position", "-"),
-                _duration(s.get("lag_secs")),
-                str(s.get("events_total", 0)),
-                s.get("last_error") or "-",
-            )
+    streams = [
+        (
+            s["stream"],
+            s["state"],
+            s.get("position", "-"),
+            _duration(s.get("lag_secs")),
+            str(s.get("events_total", 0)),
+            s.get("last_error") or "-",
         )
-    lines.append("")
-    lines.append(_row("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", "LAST ERROR"))
-    for k in report["sinks"]:
-        lines.append(
-            _row(
-                k["sink"],
-                k["type"],
-                str(k["backlog"]),
-                str(k["delivered_total"]),
-                k["last_delivery"] or "-",
-                k["last_error"] or "-",
-            )
+        for s in report["streams"]
+    ]
+    sinks = [
+        (
+            k["sink"],
+            k["type"],
+            str(k["backlog"]),
+            str(k["delivered_total"]),
+            k["last_delivery"] or "-",
+            k["last_error"] or "-",
         )
-    return "\n".join(lines)
-
-
-def _row(*cells: str) -> str:
-    widths = (32, 12, 22, 10, 14)
-    return "".join(
-        c.ljust(w) if i < len(widths) else c for i, (c, w) in enumerate(zip(cells, (*widths, 0), strict=False))
+        for k in report["sinks"]
+    ]
+    return "\n".join(
+        [
+            *_table(("STREAM", "STATE", "POSITION", "LAG", "EVENTS", "LAST ERROR"), streams),
+            "",
+            *_table(("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", "LAST ERROR"), sinks),
+        ]
     )
+
+
+COLUMN_GAP = 2
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Columns as wide as their longest cell plus a gap, so long names never run into the next column."""
+    widths = [max(len(row[i]) for row in (header, *rows)) + COLUMN_GAP for i in range(len(header) - 1)]
+    return [
+        "".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
+        for row in (header, *rows)
+    ]
 
 
 def _duration(secs: int | None) -> str:
