@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.errors import StoreError
+from collector.logs import get_logger
+
 STREAM = ("account", "log_type")
 
 
@@ -119,7 +122,10 @@ class Telemetry:
         if until is not None and reason is not None:
             self.stream_wait.labels(account, log_type, reason).set_function(lambda: max(0.0, until - self.clock()))
         if self.record_waiting is not None:
-            await self.record_waiting(account, log_type, until, why)
+            try:
+                await self.record_waiting(account, log_type, until, why)
+            except StoreError as error:  # only `status` misses it; collecting goes on, and the next commit says more
+                get_logger().warning("stream_wait_not_recorded", account=account, log_type=log_type, error=str(error))
 
     def sample(self, name: str, **labels: str) -> float:
         """Current value of one sample, e.g. ``sample("mimecast_events_spooled_total", account=..)``."""
