@@ -166,6 +166,7 @@ class Collector:
             stack.callback(lock.release)
             store = await Store.open(self.config.state.path, synchronous=self.config.state.synchronous)
             stack.push_async_callback(store.close)
+            self.telemetry.record_waiting = store.record_waiting  # so `status` can show a stream held back
             signal_, acked = SpoolSignal(), SpoolSignal()
             self.dispatchers = await self._dispatchers(stack, store, signal_, acked)
             gate = SpoolGate(

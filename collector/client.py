@@ -7,6 +7,7 @@ exponential backoff and jitter, without limit, so a page is never skipped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 import ssl
@@ -35,13 +36,14 @@ from collector.errors import (
     rule_for_exception,
     rule_for_status,
 )
-from collector.limiter import PacingModel
+from collector.limiter import PacingModel, ServerWait, WaitCap
 from collector.logs import get_logger, redact
 from collector.pacer import Pacer, PacerRegistry
 from collector.telemetry import Telemetry
 from collector.tls import client_context
 
 THROTTLE_LOG_EVERY_SECS = 60.0
+CAP_LOG_EVERY_SECS = 3600.0  # a server asking for absurd waits keeps doing so: say it once an hour
 
 
 @dataclass(frozen=True)
@@ -159,14 +161,50 @@ class MimecastClient:
         self._ssl = tls_setting(account)
         self._throttle_logged: dict[str, float] = {}
         self._throttle_suppressed: dict[str, int] = {}
+        self._cap_logged: dict[str, float] = {}
+        self._cap_suppressed: dict[str, int] = {}
         self._log = get_logger(account=account.name)
 
     def pacer(self, path: str) -> Pacer:
         return self._pacers.get(
             self.account.credential_id,
             path,
-            lambda: Pacer(PacingModel(max_requests_per_minute=self.account.max_requests_per_minute)),
+            lambda: Pacer(
+                PacingModel(
+                    max_requests_per_minute=self.account.max_requests_per_minute,
+                    max_wait_secs=self.account.max_wait_secs,
+                ),
+                on_cap=functools.partial(self._report_cap, path),
+                on_wait=self._stream_waiting,
+            ),
         )
+
+    def _report_cap(self, path: str, cap: WaitCap) -> None:
+        """Count every capped wait; warn once per endpoint per hour, saying what was asked and what is used."""
+        self._telemetry.api_waits_capped.labels(self.account.name, path).inc()
+        now = time.monotonic()
+        last = self._cap_logged.get(path)
+        if last is not None and now - last < CAP_LOG_EVERY_SECS:
+            self._cap_suppressed[path] = self._cap_suppressed.get(path, 0) + 1
+            return
+        self._log.warning(
+            "api_wait_capped",
+            path=path,
+            header=cap.header,
+            asked_secs=round(cap.asked_secs, 3),
+            used_secs=cap.used_secs,
+            capped_since_last_report=self._cap_suppressed.pop(path, 0) + 1,
+        )
+        self._cap_logged[path] = now
+
+    async def _stream_waiting(self, stream: str, wait: ServerWait | None, now: float) -> None:
+        """Status, readiness and metrics learn that the server holds ``stream`` back, or no longer does."""
+        account, _, log_type = stream.rpartition("/")  # "account/log_type": log type names have no "/"
+        if wait is None:
+            await self._telemetry.stream_waiting(account, log_type, None)
+            return
+        until = self._telemetry.clock() + max(0.0, wait.until - now)
+        await self._telemetry.stream_waiting(account, log_type, until, wait.reason, wait.describe())
 
     async def fetch_page(
         self,

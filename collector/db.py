@@ -21,7 +21,7 @@ import anyio
 
 from collector.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     id INTEGER PRIMARY KEY,
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS streams (
     last_error TEXT,
     last_error_at REAL,
     fatal INTEGER NOT NULL DEFAULT 0,
+    waiting_until REAL,  -- v3: the server's rate limit holds the stream back until then (wall clock)
+    waiting_reason TEXT,
     UNIQUE (account, log_type)
 );
 -- Keys lead with the event time: pages arrive oldest first, so inserts land on the B-tree's right
@@ -68,6 +70,20 @@ CREATE TABLE IF NOT EXISTS sinks (
     last_error TEXT
 );
 """
+
+#: Columns added since a table was first created: (table, column, declaration), applied to older files.
+ADDED_COLUMNS = (
+    ("streams", "waiting_until", "REAL"),
+    ("streams", "waiting_reason", "TEXT"),
+)
+
+
+async def add_missing_columns(db: Connection) -> None:
+    """Bring tables of an older file up to SCHEMA; checks first, so a migration cut short is resumed."""
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in await (await db.execute(f"PRAGMA table_info({table})")).fetchall()}
+        if column not in present:
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 class Cursor:
@@ -145,6 +161,7 @@ class Database:
                 if 0 < version < 2:  # dedup keys changed shape; an empty table only risks re-sends
                     await db.execute("DROP TABLE IF EXISTS dedup")
                 await db.executescript(SCHEMA)
+                await add_missing_columns(db)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             await (await db.execute("SELECT count(*) FROM streams")).fetchone()
         except (sqlite3.Error, OSError, StoreError) as exc:

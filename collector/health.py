@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.poller import Poller
 from collector.telemetry import Telemetry
+from collector.timeutil import iso
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -38,9 +39,16 @@ def readiness(pollers: Sequence[Poller], telemetry: Telemetry, now: float) -> di
         age = None if health.last_success is None else now - health.last_success
         ready = not health.fatal and age is not None and age <= stale_after_secs(poller)
         entry: dict[str, Any] = {"ready": ready, "last_success_age_secs": None if age is None else round(age, 1)}
+        waiting = health.waiting_until is not None and health.waiting_until > now and not health.fatal
+        if waiting:
+            assert health.waiting_until is not None
+            entry["waiting"] = {"until": iso(health.waiting_until), "why": health.waiting_why}
         if not ready:
-            entry["why"] = health.last_error or (
-                "no successful API call yet" if age is None else "no successful API call recently"
+            entry["why"] = (
+                f"waiting until {iso(health.waiting_until)}: {health.waiting_why}"
+                if waiting and health.waiting_until is not None
+                else health.last_error
+                or ("no successful API call yet" if age is None else "no successful API call recently")
             )
         streams[poller.spec.name] = entry
     return {"ready": bool(streams) and all(s["ready"] for s in streams.values()), "streams": streams}

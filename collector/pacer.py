@@ -2,19 +2,27 @@
 
 Streams that share a bucket (same credentials, same endpoint) take turns: among the waiters, the
 stream served longest ago goes next, so a busy backfill cannot starve a quiet stream.
+
+It also tells its owner what the model only knows: ``on_cap`` hears every server wait the model
+capped, and ``on_wait`` hears when a stream starts waiting on the server (a capped wait, or one of
+at least :data:`WAIT_SHOWN_SECS`) and when that wait is over, so status and metrics can show it.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 
-from collector.limiter import PacingModel
+from collector.limiter import PacingModel, ServerWait, WaitCap
+
+WAIT_SHOWN_SECS = 10.0  # shorter uncapped waits are ordinary pacing, not worth a status change
+#: (stream, the wait or None when it is over, the pacer's clock when it was seen)
+WaitListener = Callable[[str, ServerWait | None, float], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -33,7 +41,9 @@ class Ticket:
     def done(self, status: int | None, headers: Mapping[str, str]) -> None:
         if not self.reported:
             self.reported = True
-            self._pacer.model.on_response(self._pacer.clock(), status, headers)
+            cap = self._pacer.model.on_response(self._pacer.clock(), status, headers)
+            if cap is not None and self._pacer.on_cap is not None:
+                self._pacer.on_cap(cap)
             self._pacer.wake()
 
     def abandon(self) -> None:
@@ -51,10 +61,14 @@ class Pacer:
         *,
         max_in_flight: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        on_cap: Callable[[WaitCap], None] | None = None,
+        on_wait: WaitListener | None = None,
     ) -> None:
         self.model = model
         self.max_in_flight = max_in_flight
         self.clock = clock
+        self.on_cap = on_cap
+        self.on_wait = on_wait
         self._waiters: list[_Waiter] = []
         self._last_served: dict[str, float] = {}
         self._arrivals = itertools.count()
@@ -78,9 +92,16 @@ class Pacer:
     async def _acquire(self, stream: str) -> None:
         me = _Waiter(next(self._arrivals), stream)
         self._waiters.append(me)
+        shown: ServerWait | None = None  # the wait this stream was last reported to be in
         try:
             while True:
                 now = self.clock()
+                wait = self._wait_to_show(now, shown)
+                if wait != shown and self.on_wait is not None and (wait is not None or shown is not None):
+                    # Reported before any grant: an await after on_send could be cancelled and lose the slot.
+                    shown = wait
+                    await self.on_wait(stream, wait, now)
+                    continue
                 # Rank by each stream's latest grant now, not when its task began to wait.
                 first = min(self._waiters, key=lambda w: (self._last_served.get(w.stream, float("-inf")), w.arrival))
                 delay: float | None = None
@@ -97,6 +118,15 @@ class Pacer:
         finally:
             self._waiters.remove(me)
             self.wake()
+
+    def _wait_to_show(self, now: float, shown: ServerWait | None) -> ServerWait | None:
+        """The server's wait if it is worth showing; one already shown stays shown until it is over."""
+        wait = self.model.server_wait(now)
+        if wait is None or wait == shown:
+            return wait
+        if wait.cap is None and wait.until - now < WAIT_SHOWN_SECS:
+            return None
+        return wait
 
 
 class PacerRegistry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -20,9 +21,10 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
             if row is None:
                 streams.append({"stream": f"{account.name}/{log_type}", "state": "not started"})
                 continue
+            waiting = not row["fatal"] and row["waiting_until"] is not None and row["waiting_until"] > now
             entry: dict[str, Any] = {
                 "stream": f"{account.name}/{log_type}",
-                "state": "failed" if row["fatal"] else ("paging" if row["paging"] else "ok"),
+                "state": _state(row, waiting=waiting),
                 "position": iso(row["window_start"]),
                 "lag_secs": max(0, int(now - row["window_start"])),
                 "events_total": row["events_total"],
@@ -30,6 +32,9 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
                 "last_error": row["last_error"],
                 "last_error_at": iso(row["last_error_at"]) if row["last_error_at"] else None,
             }
+            if waiting:  # the server's rate limit holds it back: until when, and why
+                entry["waiting_until"] = iso(row["waiting_until"])
+                entry["waiting_reason"] = row["waiting_reason"]
             streams.append(entry)
     saved_sinks = {s["name"]: s for s in await store.sinks()}
     sinks = []
@@ -51,39 +56,65 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
 def render_status(report: dict[str, Any], *, as_json: bool) -> str:
     if as_json:
         return orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-    lines = [_row("STREAM", "STATE", "POSITION", "LAG", "EVENTS", "LAST ERROR")]
-    for s in report["streams"]:
-        lines.append(
-            _row(
-                s["stream"],
-                s["state"],
-                s.get("position", "-"),
-                _duration(s.get("lag_secs")),
-                str(s.get("events_total", 0)),
-                s.get("last_error") or "-",
-            )
+    streams = [
+        (
+            s["stream"],
+            s["state"],
+            s.get("position", "-"),
+            _duration(s.get("lag_secs")),
+            str(s.get("events_total", 0)),
+            _note(s),
         )
-    lines.append("")
-    lines.append(_row("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", "LAST ERROR"))
-    for k in report["sinks"]:
-        lines.append(
-            _row(
-                k["sink"],
-                k["type"],
-                str(k["backlog"]),
-                str(k["delivered_total"]),
-                k["last_delivery"] or "-",
-                k["last_error"] or "-",
-            )
+        for s in report["streams"]
+    ]
+    sinks = [
+        (
+            k["sink"],
+            k["type"],
+            str(k["backlog"]),
+            str(k["delivered_total"]),
+            k["last_delivery"] or "-",
+            k["last_error"] or "-",
         )
-    return "\n".join(lines)
-
-
-def _row(*cells: str) -> str:
-    widths = (32, 12, 22, 10, 14)
-    return "".join(
-        c.ljust(w) if i < len(widths) else c for i, (c, w) in enumerate(zip(cells, (*widths, 0), strict=False))
+        for k in report["sinks"]
+    ]
+    return "\n".join(
+        [
+            *_table(("STREAM", "STATE", "POSITION", "LAG", "EVENTS", "LAST ERROR / WAITING"), streams),
+            "",
+            *_table(("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", "LAST ERROR"), sinks),
+        ]
     )
+
+
+COLUMN_GAP = 2
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Columns as wide as their longest cell plus a gap, so long names never run into the next column."""
+    widths = [max(len(row[i]) for row in (header, *rows)) + COLUMN_GAP for i in range(len(header) - 1)]
+    return [
+        "".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
+        for row in (header, *rows)
+    ]
+
+
+def _state(row: dict[str, Any], *, waiting: bool) -> str:
+    if row["fatal"]:
+        return "failed"
+    if waiting:
+        return "waiting"
+    return "paging" if row["paging"] else "ok"
+
+
+def _note(stream: dict[str, Any]) -> str:
+    """The last column of a stream's row: its wait, if it is waiting, before its last error."""
+    parts = []
+    if stream.get("waiting_until"):
+        parts.append(f"until {stream['waiting_until']}: {stream.get('waiting_reason') or 'rate limited'}")
+    if stream.get("last_error"):
+        parts.append(str(stream["last_error"]))
+    return "; ".join(parts) or "-"
 
 
 def _duration(secs: int | None) -> str:

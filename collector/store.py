@@ -134,12 +134,20 @@ class Store(Spool):
                 (summary, now, int(fatal), stream_id),
             )
 
+    async def record_waiting(self, account: str, log_type: str, until: float | None, why: str | None) -> None:
+        """The server's rate limit holds the stream back until ``until`` (wall clock); None: no longer."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE streams SET waiting_until=?, waiting_reason=? WHERE account=? AND log_type=?",
+                (until, why if until is not None else None, account, log_type),
+            )
+
     async def reset_stream(self, account: str, log_type: str, start: int) -> bool:
         """Rewind a stream to ``start``; dedup keys stay, so a short rewind re-sends nothing."""
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE streams SET window_start=?, window_end=NULL, page_token=NULL, last_error=NULL, fatal=0 "
-                "WHERE account=? AND log_type=?",
+                "UPDATE streams SET window_start=?, window_end=NULL, page_token=NULL, last_error=NULL, fatal=0, "
+                "waiting_until=NULL, waiting_reason=NULL WHERE account=? AND log_type=?",
                 (start, account, log_type),
             )
             if cursor.rowcount == 0:
@@ -151,10 +159,16 @@ class Store(Spool):
 
     async def streams(self) -> list[dict[str, Any]]:
         async with self._reading() as db:
-            cursor = await db.execute(
+            # A file still at schema 2 (a read-only `status` next to an older collector) has no wait columns.
+            columns = {row[1] for row in await (await db.execute("PRAGMA table_info(streams)")).fetchall()}
+            query = (
                 "SELECT account, log_type, window_start, window_end, page_token IS NOT NULL, events_total, "
-                "last_success_at, last_error, last_error_at, fatal FROM streams ORDER BY account, log_type"
+                "last_success_at, last_error, last_error_at, fatal, waiting_until, waiting_reason FROM streams "
+                "ORDER BY account, log_type"
             )
+            if "waiting_until" not in columns:
+                query = query.replace("waiting_until, waiting_reason", "NULL, NULL")
+            cursor = await db.execute(query)
             rows = await cursor.fetchall()
         names = (
             "account",
@@ -167,5 +181,7 @@ class Store(Spool):
             "last_error",
             "last_error_at",
             "fatal",
+            "waiting_until",
+            "waiting_reason",
         )
         return [dict(zip(names, row, strict=True)) for row in rows]

@@ -97,11 +97,13 @@ def make_model(
     *,
     max_requests_per_minute: float | None = None,
     max_backoff_secs: float = 60.0,
+    max_wait_secs: float = 300.0,
     seed: int = SEED,
 ) -> PacingModel:
     return PacingModel(
         max_requests_per_minute=max_requests_per_minute,
         max_backoff_secs=max_backoff_secs,
+        max_wait_secs=max_wait_secs,
         rng=random.Random(seed),
     )
 
@@ -236,7 +238,7 @@ def test_429_closes_the_gate_until_reset_or_retry_after(headers: dict[str, str],
 )
 def test_429_reopens_soon_after_the_wait(headers: dict[str, str], wait: float) -> None:
     """After a 429 the next call may go by the server's wait plus the gate jitter (10% + 50 ms), not twice it."""
-    model = make_model()
+    model = make_model(max_wait_secs=3600.0)
     model.on_send(99.95)
     model.on_response(100.0, 429, headers)
 

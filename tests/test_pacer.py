@@ -18,7 +18,7 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import TaskGroup
 
-from collector.limiter import PacingModel
+from collector.limiter import RATE_LIMITED, PacingModel, ServerWait, WaitCap
 from collector.pacer import Pacer, PacerRegistry, Ticket
 
 SEED = 20240611
@@ -378,3 +378,79 @@ def test_registry_shares_one_pacer_per_credentials_and_endpoint() -> None:
         ("cred-1", "/api/ttp"),
         ("cred-2", "/api/audit"),
     ]
+
+
+# --- telling the owner about server waits ----------------------------------------------------------
+
+
+class WaitLog:
+    """Collects what a pacer reports: capped waits, and streams starting or ending a server wait."""
+
+    def __init__(self) -> None:
+        self.caps: list[WaitCap] = []
+        self.waits: list[tuple[str, str | None]] = []
+
+    async def on_wait(self, stream: str, wait: ServerWait | None, now: float) -> None:
+        self.waits.append((stream, None if wait is None else wait.reason))
+
+
+def reporting_pacer(seen: WaitLog, max_wait_secs: float) -> Pacer:
+    model = PacingModel(max_wait_secs=max_wait_secs, rng=random.Random(SEED))
+    return Pacer(model, on_cap=seen.caps.append, on_wait=seen.on_wait)
+
+
+async def test_a_capped_wait_is_reported_to_the_owner() -> None:
+    """A 429 asking for 31 years: on_cap hears what was asked and what is used."""
+    seen = WaitLog()
+    pacer = reporting_pacer(seen, max_wait_secs=0.2)
+    async with pacer.slot("a") as ticket:
+        ticket.done(429, {"retry-after": "999999999"})
+
+    assert seen.caps == [WaitCap("retry-after", 999999999.0, 0.2)]
+
+
+async def test_a_stream_held_back_by_a_capped_wait_is_reported_waiting_then_free() -> None:
+    """The next call waits out the capped 429: on_wait hears "rate limited" first, then that it is over."""
+    seen = WaitLog()
+    pacer = reporting_pacer(seen, max_wait_secs=0.2)
+    async with pacer.slot("a") as ticket:
+        ticket.done(429, {"retry-after": "999999999"})
+
+    with anyio.fail_after(DEADLINE_SECS):
+        async with pacer.slot("a") as ticket:
+            ticket.done(200, {})
+
+    assert seen.waits == [("a", RATE_LIMITED), ("a", None)]
+
+
+async def test_every_stream_behind_the_gate_is_reported_waiting() -> None:
+    """Two streams share the throttled bucket: both are reported waiting, and both as free again."""
+    seen = WaitLog()
+    pacer = reporting_pacer(seen, max_wait_secs=0.2)
+    async with pacer.slot("a") as ticket:
+        ticket.done(429, {"retry-after": "999999999"})
+
+    async def call(stream: str) -> None:
+        async with pacer.slot(stream) as ticket:
+            ticket.done(200, {})
+
+    with anyio.fail_after(DEADLINE_SECS):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "a")
+            tg.start_soon(call, "b")
+
+    assert Counter(seen.waits) == Counter([("a", RATE_LIMITED), ("a", None), ("b", RATE_LIMITED), ("b", None)])
+
+
+async def test_a_short_uncapped_wait_is_ordinary_pacing_not_reported() -> None:
+    """A 429 saying "reset in 100 ms" holds the next call back, but is not worth a status change."""
+    seen = WaitLog()
+    pacer = reporting_pacer(seen, max_wait_secs=300.0)
+    async with pacer.slot("a") as ticket:
+        ticket.done(429, {"x-ratelimit-reset": "100"})
+
+    with anyio.fail_after(DEADLINE_SECS):
+        async with pacer.slot("a") as ticket:
+            ticket.done(200, {})
+
+    assert (seen.caps, seen.waits) == ([], [])

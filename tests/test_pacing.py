@@ -79,3 +79,20 @@ async def test_429_storm_waits_out_every_reset_and_warns_once_a_minute(
         # One line when the storm starts; at most one more once a minute has passed.
         assert 1 <= len(stamps) <= 2, path
         assert all(b - a >= 60 for a, b in itertools.pairwise(stamps)), path
+
+
+async def test_headers_only_on_429_backlog_costs_one_429_per_endpoint(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A server that sends x-ratelimit-* only on its 429s (5 calls per 2 s): a backlog of many periods is
+    delivered whole with at most one 429 per endpoint, the one that teaches the bucket."""
+    sim: FakeMimecast = await make_sim(rate_limit=5, rate_window_ms=2000, headers_only_on_429=True)
+    records = seed(sim, 1000, days=2)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 100})
+
+    result = await run_once(config)
+
+    assert result.exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+    assert all(sim.stats.calls_to(path) >= 20 for path in PATHS)  # at least four bucket periods each
+    assert {path: len(throttled_calls(sim)[path]) for path in PATHS} == dict.fromkeys(PATHS, 1)

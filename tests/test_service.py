@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import orjson
 from collector.app import Collector
 from collector.config import load_config
 from collector.simulator import FakeMimecast
+from collector.status import status_report
+from collector.store import Store
 from tests.helpers import delivered_ids, expected_ids, seed, start_collector, write_config
 
 FAST_FAILURE = {"poll_interval_secs": 1, "request_timeout_secs": 1, "retry_max_secs": 1, "connect_timeout_secs": 1}
@@ -99,6 +103,68 @@ async def test_metrics_move_and_readiness_follows_the_api(make_sim: Callable[...
         collector.request_stop()
 
     assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+
+
+TEN_YEARS_MS = 10 * 365 * 86_400 * 1000
+
+
+async def test_a_ten_year_reset_is_capped_logged_once_and_shown_as_waiting(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """A bucket that "refills in ten years": the stream keeps asking once per max_wait_secs, says so once,
+    /readyz, /metrics and status show it waiting and why, and once the limit is lifted all arrives."""
+    sim: FakeMimecast = await make_sim(rate_limit=2, rate_window_ms=TEN_YEARS_MS)
+    records = seed(sim, 300, days=1)
+    config_path = write_config(
+        tmp_path, sim.base_url, account={"page_size": 50, "max_wait_secs": 1, "streams": ["ttp_url"], **FAST_FAILURE}
+    )
+    config_path.write_text(config_path.read_text().replace("[service]", '[service]\nlisten = "127.0.0.1:0"'))
+    config = load_config(config_path)
+    collector = Collector(config, handle_signals=False)
+
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        tg.start_soon(collector.run)
+        with anyio.fail_after(10):
+            await collector.ready.wait()
+        assert collector.health is not None
+        base = f"http://{collector.health.address}"
+        with anyio.fail_after(30):  # the bucket is spent after two calls; then every answer asks for ten years
+            stream = (await readyz(http, base))[1]["streams"]["acme/ttp_url"]
+            while "waiting" not in stream:
+                await anyio.sleep(0.05)
+                stream = (await readyz(http, base))[1]["streams"]["acme/ttp_url"]
+        metrics = (await get(http, f"{base}/metrics"))[1]
+        with anyio.fail_after(30):
+            while True:
+                store = await Store.open(config.state.path, read_only=True)
+                try:
+                    report = await status_report(config, store, now=time.time())
+                finally:
+                    await store.close()
+                if report["streams"][0]["state"] == "waiting":
+                    break
+                await anyio.sleep(0.05)
+        sim.set_rate_limit(None)  # the server comes to its senses: no limit, no headers
+        with anyio.fail_after(60):
+            while len(delivered_ids(tmp_path / "out")) < 300:  # noqa: ASYNC110
+                await anyio.sleep(0.2)
+        with anyio.fail_after(10):
+            while "waiting" in (await readyz(http, base))[1]["streams"]["acme/ttp_url"]:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        collector.request_stop()
+
+    assert "capped at max_wait_secs = 1" in stream["waiting"]["why"]
+    assert stream["waiting"]["why"].startswith(("rate limited (HTTP 429)", "rate-limit budget used up"))
+    assert metric(metrics, "mimecast_api_waits_capped_total", account="acme", endpoint="/api/ttp/url/get-logs") >= 1
+    assert 'mimecast_stream_wait_seconds{account="acme",log_type="ttp_url",reason="' in metrics
+    assert "capped at max_wait_secs = 1" in report["streams"][0]["waiting_reason"]
+    lines = [orjson.loads(line) for line in log_buffer.getvalue().splitlines()]
+    capped = [line for line in lines if line["event"] == "api_wait_capped"]
+    assert [(line["path"], line["asked_secs"], line["used_secs"]) for line in capped] == [
+        ("/api/ttp/url/get-logs", capped[0]["asked_secs"], 1.0)
+    ]
+    assert capped[0]["asked_secs"] > 9 * 365 * 86_400
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids({"ttp_url": records["ttp_url"]}))
 
 
 async def test_systemd_notify_ready_watchdog_stopping(make_sim: Callable[..., Any], tmp_path: Path) -> None:

@@ -364,6 +364,8 @@ async def test_record_error_and_streams_report(store: Store) -> None:
             "last_error": "binding expired",
             "last_error_at": 9.0,
             "fatal": 1,
+            "waiting_until": None,
+            "waiting_reason": None,
         }
     ]
     await store.commit_page([], state.window_done(2_000), seen_until=2_000, now=10.0)

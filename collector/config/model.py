@@ -98,6 +98,9 @@ class AccountConfig:
     max_requests_per_minute: float | None = option(
         None, min=0.1, max=100_000, doc="ceiling per endpoint, whatever the headers say"
     )
+    max_wait_secs: float = option(
+        300.0, min=1, max=DAY, doc="longest wait a rate-limit answer may impose; longer asks are capped and logged"
+    )
     start_secs: int | None = None  # parsed `start`, filled in by the loader
     stream_options: dict[str, StreamOptions] = field(default_factory=dict)
 

@@ -47,6 +47,7 @@ class SimSettings:
     rate_limit: int | None = 10_000
     rate_window_ms: int = 3_600_000
     send_retry_after: bool = False
+    headers_only_on_429: bool = False  # as Mimecast reportedly does: no x-ratelimit-* until throttled
     max_page_size: int = 500
     page_token_ttl_secs: float | None = None
     fault_rate: float = 0.0
@@ -305,6 +306,8 @@ class FakeMimecast:
         }
         if throttled and s.send_retry_after:
             headers["Retry-After"] = str(max(1, -(-reset_ms // 1000)))
+        if s.headers_only_on_429 and not throttled:
+            return False, {}
         return throttled, headers
 
     def _page(self, endpoint: Endpoint, query: dict[str, Any]) -> dict[str, Any]:
