@@ -23,7 +23,17 @@ from collector.config.model import (
 )
 from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES, LogType
-from collector.options import Context, Spec, build, coerce, known_keys, reject_unknown, require_http_url
+from collector.options import (
+    WRITE_FILE,
+    Context,
+    Spec,
+    build,
+    coerce,
+    known_keys,
+    paths_of_kind,
+    reject_unknown,
+    require_http_url,
+)
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
 from collector.timeutil import parse_config_time
@@ -62,13 +72,31 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_sec
         resolve_secrets=resolve_secrets,
     )
     reject_unknown(doc, ["state", "service", "accounts", "sinks"], "config")
-    return Config(
+    config = Config(
         source=path,
         state=build(StateConfig, _table(doc, "state", "state"), "state", ctx),
         service=build(ServiceConfig, _table(doc, "service", "service"), "service", ctx),
         accounts=tuple(_account(name, table, ctx) for name, table in _named_tables(doc, "accounts", "[accounts.acme]")),
         sinks=tuple(_sink(name, table, ctx) for name, table in _named_tables(doc, "sinks", "[sinks.local]")),
     )
+    _check_one_writer_per_file(config)
+    return config
+
+
+def _check_one_writer_per_file(config: Config) -> None:
+    """Two writers on one file double its events or corrupt it: every file written has one owner.
+
+    Paths are compared resolved, so a symlink or a ``..`` does not hide a clash; the state file
+    owns its SQLite companions and its lock file too.
+    """
+    state = config.state.path
+    owners = {Path(f"{state}{suffix}").resolve(): "state.path" for suffix in ("", "-wal", "-shm", ".lock")}
+    for settings in config.sinks:
+        for name, path in paths_of_kind(settings, WRITE_FILE):
+            key = f"sinks.{settings.name}.{name}"
+            first = owners.setdefault(path.resolve(), key)
+            if first != key:
+                raise ConfigError(key, f"{path} is already written by {first}", "give each writer a file of its own")
 
 
 def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
@@ -134,12 +162,13 @@ def _check_endpoint(account: AccountConfig, where: str) -> None:
 
 
 def _check_credentials(account: AccountConfig, where: str) -> None:
+    keys = known_keys(AccountConfig)
     for name in _CREDENTIALS[account.auth]:
         if getattr(account, name) is None:
+            # only secrets may come from a file: client_id and app_id have no <name>_file
+            also = f" or {name}_file" if f"{name}_file" in keys else ""
             raise ConfigError(
-                f"{where}.{name}",
-                f"missing for auth = {account.auth!r}",
-                f"set {name} (or {name}_file for secrets) in [{where}]",
+                f"{where}.{name}", f"missing for auth = {account.auth!r}", f"set {name}{also} in [{where}]"
             )
     other = "oauth2" if account.auth == "hmac" else "hmac"
     for name in _CREDENTIALS[other]:

@@ -33,7 +33,7 @@ import orjson
 
 from collector.errors import ConfigError, SinkError
 from collector.logs import get_logger
-from collector.options import Secret, option
+from collector.options import WRITE_FILE, Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.sinks.file import write_all
 from collector.sinks.httpbase import RETRYABLE_STATUSES, HttpClient, HttpSettings, HttpSinkBase, join_url
@@ -46,7 +46,9 @@ class ElasticsearchSettings(HttpSettings):
     username: str | None = option(None, doc="basic auth user (with password)")
     password: Secret | None = option(None, secret=True)
     pipeline: str | None = option(None, doc="ingest pipeline")
-    dead_letter_path: Path | None = option(None, doc="rejected events; default dead-letter-<sink>.jsonl by the state")
+    dead_letter_path: Path | None = option(
+        None, doc="rejected events; default dead-letter-<sink>.jsonl by the state", path_kind=WRITE_FILE
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

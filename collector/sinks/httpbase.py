@@ -20,7 +20,7 @@ import aiohttp
 import anyio
 
 from collector.errors import ConfigError, SinkError
-from collector.options import option, require_http_url
+from collector.options import READ_FILE, option, require_http_url
 from collector.sinks.base import SinkSettings
 from collector.tls import client_context
 
@@ -34,9 +34,9 @@ class HttpSettings(SinkSettings):
     timeout_secs: float = option(30.0, min=1, max=600, doc="whole request, including the answer")
     connect_timeout_secs: float = option(10.0, min=1, max=120)
     verify_tls: bool = option(True)
-    ca_file: Path | None = option(None, doc="CA bundle that signs the target's certificate")
-    cert_file: Path | None = option(None, doc="client certificate (mutual TLS)")
-    key_file: Path | None = option(None, doc="client certificate's private key")
+    ca_file: Path | None = option(None, doc="CA bundle that signs the target's certificate", path_kind=READ_FILE)
+    cert_file: Path | None = option(None, doc="client certificate (mutual TLS)", path_kind=READ_FILE)
+    key_file: Path | None = option(None, doc="client certificate's private key", path_kind=READ_FILE)
     proxy: str | None = option(None, doc="HTTP(S) proxy URL")
     gzip: bool = option(True, doc="compress request bodies")
 
