@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from collector.errors import ConfigError
+from collector.logs import mask_url_credentials
 
 T = TypeVar("T")
 _REQUIRED: Any = dataclasses.MISSING
@@ -201,11 +202,28 @@ def interpolate(text: str, key: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(expand, text)
 
 
-def require_http_url(url: str, key: str, example: str) -> None:
-    """A ConfigError naming ``key`` unless ``url`` is an http(s) URL with a host."""
+def require_http_url(url: str, key: str, example: str, *, credentials: bool = False) -> None:
+    """A ConfigError naming ``key`` unless ``url`` is an http(s) URL with a host (and no
+    ``user:password@`` unless ``credentials``). The message never shows a password."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        valid = False
+    if not valid:
+        raise ConfigError(key, f"{mask_url_credentials(url)!r} is not an http(s) URL", f'write e.g. "{example}"')
+    if "@" in parts.netloc and not credentials:
+        raise ConfigError(key, "the URL carries user:password@, which this URL cannot use", "remove it from the URL")
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its ``user:password@``, and the user and password percent-decoded (None if absent)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(key, f"{url!r} is not an http(s) URL", f'write e.g. "{example}"')
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None, None
+    user, colon, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password) if colon else None
 
 
 def check_path(path: Path, kind: str, key: str) -> None:

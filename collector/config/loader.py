@@ -26,6 +26,7 @@ from collector.logtypes import LOG_TYPES, LogType
 from collector.options import (
     WRITE_FILE,
     Context,
+    Secret,
     Spec,
     build,
     coerce,
@@ -33,6 +34,7 @@ from collector.options import (
     paths_of_kind,
     reject_unknown,
     require_http_url,
+    split_credentials,
 )
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
@@ -120,8 +122,10 @@ def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
             )
         stream_options[log_name] = _stream_options(LOG_TYPES[log_name], sub, f"{where}.{log_name}", ctx)
     start_secs = None if account.start is None else config_time(account.start, f"{where}.start")
-    account = dataclasses.replace(account, start_secs=start_secs, stream_options=stream_options)
     _check_endpoint(account, where)
+    account = dataclasses.replace(
+        account, start_secs=start_secs, stream_options=stream_options, proxy_password=_proxy_password(account.proxy)
+    )
     if ctx.resolve_secrets:
         _check_credentials(account, where)
     return account
@@ -141,8 +145,8 @@ def _stream_options(log_type: LogType, table: dict[str, Any], where: str, ctx: C
 
 
 def _check_endpoint(account: AccountConfig, where: str) -> None:
-    if account.proxy is not None:
-        require_http_url(account.proxy, f"{where}.proxy", "http://proxy:3128")
+    if account.proxy is not None:  # user:password@ of a proxy is for the proxy: aiohttp sends it there only
+        require_http_url(account.proxy, f"{where}.proxy", "http://proxy:3128", credentials=True)
     if account.base_url:
         require_http_url(account.base_url, f"{where}.base_url", "https://eu-api.mimecast.com")
         return
@@ -159,6 +163,11 @@ def _check_endpoint(account: AccountConfig, where: str) -> None:
             f"{account.region!r} is not a region for auth = {account.auth!r}",
             f"use one of: {', '.join(regions)}, or set base_url",
         )
+
+
+def _proxy_password(proxy: str | None) -> Secret | None:
+    password = None if proxy is None else split_credentials(proxy)[2]
+    return Secret(password) if password else None
 
 
 def _check_credentials(account: AccountConfig, where: str) -> None:

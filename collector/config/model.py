@@ -98,6 +98,7 @@ class AccountConfig:
         None, min=0.1, max=100_000, doc="ceiling per endpoint, whatever the headers say"
     )
     start_secs: int | None = None  # parsed `start`, filled in by the loader
+    proxy_password: Secret | None = None  # the password in `proxy`, filled in by the loader so logs mask it
     stream_options: dict[str, StreamOptions] = field(default_factory=dict)
 
     def default_start(self, *, now: float) -> int:

@@ -21,6 +21,10 @@ class HttpSinkSettings(HttpSettings):
     # Sent with every request, e.g. { Authorization = "Bearer ${SIEM_TOKEN}" }; values are masked in logs.
     headers: dict[str, str] = option(factory=dict)
 
+    def explicit_auth(self) -> str | None:
+        names = [name for name in self.headers if name.lower() == "authorization"]
+        return f"headers.{names[0]}" if names else None
+
 
 class HttpSink(HttpSinkBase):
     def __init__(self, settings: HttpSinkSettings) -> None:
