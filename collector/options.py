@@ -213,7 +213,7 @@ def require_http_url(url: str, key: str, example: str, *, credentials: bool = Fa
     if not valid:
         raise ConfigError(key, f"{mask_url_credentials(url)!r} is not an http(s) URL", f'write e.g. "{example}"')
     if "@" in parts.netloc and not credentials:
-        raise ConfigError(key, "the URL carries user:password@, which this URL cannot use", "remove it from the URL")
+        raise ConfigError(key, "user:password@ is not allowed in this URL", "remove it from the URL")
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:

@@ -17,7 +17,7 @@ from collector.logtypes import LOG_TYPES
 from collector.options import known_keys
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
-from tests.test_config_values import ACCOUNT, config_text
+from tests.test_config_values import ACCOUNT, SINK_TABLES, config_text
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "collector.example.toml"
 OAUTH2 = 'auth = "oauth2"\nregion = "global"\nclient_id = "cid"\nclient_secret = "client-secret-value"\n'
@@ -153,6 +153,16 @@ def broken_configs() -> list[tuple[str, str]]:
         "syslog ca without verify": 'transport = "tls"\nca_file = "collector.toml"\nverify = false\n',
     }
     cases += [(case, config_text(sinks={"syslog": line})) for case, line in syslog.items()]
+    url = "http://u:url-password@127.0.0.1:9"
+    with_creds = {
+        "http credentials and Authorization": ("http", f'url = "{url}/in"\nheaders = {{ Authorization = "x" }}\n'),
+        "hec credentials and token": ("splunk_hec", f'url = "{url}"\n'),
+        "es credentials and api_key": ("elasticsearch", f'url = "{url}"\n'),
+    }
+    for case, (kind, lines) in with_creds.items():
+        cases.append((case, config_text(sinks={kind: ""}).replace(SINK_TABLES[kind].split("\n")[0] + "\n", lines)))
+    cases.append(("api base_url with credentials", config_text(account=f'base_url = "{url}"\n')))
+    cases.append(("not a TLS file", config_text(account='ca_file = "collector.toml"\n')))
     cases.append(
         ("two file sinks on one file", config_text() + '[sinks.copy]\ntype = "file"\npath = "out/events.jsonl"\n')
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from collector.config import AccountConfig, StateConfig, StreamOptions, load_config
 from collector.config.model import ServiceConfig
@@ -183,6 +184,38 @@ def test_a_file_sink_under_a_regular_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, config_text()), env={})
     assert (caught.value.key, caught.value.problem) == ("sinks.file.path", f"{tmp_path / 'out'} is not a directory")
+
+
+@pytest.mark.parametrize(
+    ("case", "key", "problem"),
+    [
+        ("account ca_file", "accounts.acme.ca_file", "cannot be loaded as a CA bundle: NO_CERTIFICATE_OR_CRL_FOUND"),
+        (
+            "http cert_file",
+            "sinks.http.cert_file",
+            "cannot be loaded as a certificate with its key_file: [SSL] PEM lib",
+        ),
+    ],
+)
+async def test_validate_refuses_a_tls_file_that_is_not_pem(tmp_path: Path, case: str, key: str, problem: str) -> None:
+    """A CA bundle or certificate that exists but does not load: exit 78 at validate, not a failure at run."""
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    texts = {
+        "account ca_file": config_text(account='ca_file = "junk.pem"\n'),
+        "http cert_file": config_text(sinks={"http": 'cert_file = "junk.pem"\nkey_file = "junk.pem"\n'}),
+    }
+    code, err = await validate_offline(tmp_path, texts[case])
+    assert (code, err) == (
+        78,
+        [f"mimecast-collector: config error: {key}: {problem}; fix: give PEM files (openssl x509 -in FILE)"],
+    )
+
+
+def test_a_real_ca_bundle_loads(tmp_path: Path) -> None:
+    """A PEM CA bundle passes the load check."""
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    config = load_config(write(tmp_path, config_text(account='ca_file = "ca.pem"\n')), env={})
+    assert config.accounts[0].ca_file == tmp_path / "ca.pem"
 
 
 def test_status_and_reset_do_not_need_the_tls_files(tmp_path: Path) -> None:

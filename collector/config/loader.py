@@ -7,6 +7,7 @@ import binascii
 import dataclasses
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,7 @@ from collector.options import (
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
 from collector.timeutil import parse_config_time
+from collector.tls import client_context
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CREDENTIALS = {
@@ -82,6 +84,10 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_sec
         sinks=tuple(_sink(name, table, ctx) for name, table in _named_tables(doc, "sinks", "[sinks.local]")),
     )
     _check_one_writer_per_file(config)
+    if resolve_secrets:  # like every file check: status and reset must work without the files
+        holders: list[tuple[object, str]] = [(a, f"accounts.{a.name}") for a in config.accounts]
+        for holder, where in holders + [(s, f"sinks.{s.name}") for s in config.sinks]:
+            _check_tls_files(holder, where)
     return config
 
 
@@ -99,6 +105,27 @@ def _check_one_writer_per_file(config: Config) -> None:
             first = owners.setdefault(path.resolve(), key)
             if first != key:
                 raise ConfigError(key, f"{path} is already written by {first}", "give each writer a file of its own")
+
+
+def _check_tls_files(holder: object, where: str) -> None:
+    """Load TLS files as the run will: one that exists but is no PEM, or a key that does not match
+    its certificate, is a config error now rather than a failure once running."""
+    ca_file, cert_file = getattr(holder, "ca_file", None), getattr(holder, "cert_file", None)
+    if ca_file is not None:
+        _load_tls(f"{where}.ca_file", "a CA bundle", ca_file=ca_file)
+    if cert_file is not None:
+        key_file = getattr(holder, "key_file", None)
+        _load_tls(f"{where}.cert_file", "a certificate with its key_file", cert_file=cert_file, key_file=key_file)
+
+
+def _load_tls(key: str, what: str, **files: Path | None) -> None:
+    try:
+        client_context(verify=True, **files)
+    except (OSError, ssl.SSLError) as exc:  # SSLError: not PEM, no certificate in it, key mismatch
+        reason = getattr(exc, "reason", None) or re.sub(r" \(_ssl\.c:\d+\)$", "", exc.strerror or type(exc).__name__)
+        raise ConfigError(
+            key, f"cannot be loaded as {what}: {reason}", "give PEM files (openssl x509 -in FILE)"
+        ) from None
 
 
 def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
