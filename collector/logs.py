@@ -1,8 +1,8 @@
 """Structured logging: one event name per line, key/value context, secrets scrubbed at every level.
 
-Secrets are scrubbed twice over: values of sensitive-looking keys are masked, and every known
+Secrets are scrubbed three times over: values of sensitive-looking keys are masked, every known
 secret value (config secrets, bearer tokens as they are issued) is cut out of every string,
-tracebacks included.
+tracebacks included, and so is the password of any ``scheme://user:password@`` in a string.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import structlog
 LEVELS = ("debug", "info", "warning", "error")
 MASK = "***"
 _SENSITIVE_KEY = re.compile(r"authorization|secret|password|signature|bearer|access_token|api_key|app_key", re.I)
+# scheme://user:password@ (the password masked) or scheme://token@ (all of it masked)
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)(?:([^\s/@:]*):)?[^\s/@]*@")
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 _ROTATIONS_KEPT = 2  # the current value and the one before it, which a request in flight may still carry
 _fixed: set[str] = set()
@@ -50,11 +52,21 @@ def secrets_masked() -> int:
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret masked."""
+    """``text`` with every registered secret, and the credentials of every URL in it, masked."""
     for secret in _masked:
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return mask_url_credentials(text) if "@" in text else text
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with ``scheme://user:password@`` shown as ``scheme://user:***@`` (a bare userinfo as ``***@``)."""
+
+    def mask(match: re.Match[str]) -> str:
+        user = match.group(2)
+        return f"{match.group(1)}{MASK}@" if user is None else f"{match.group(1)}{user}:{MASK}@"
+
+    return _URL_USERINFO.sub(mask, text)
 
 
 def _scrub(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -17,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from collector.errors import ConfigError
+from collector.logs import mask_url_credentials
 
 T = TypeVar("T")
 _REQUIRED: Any = dataclasses.MISSING
@@ -58,6 +60,13 @@ class Spec:
     choices: tuple[str, ...] = ()
     secret: bool = False
     doc: str = ""
+    path_kind: str = ""  # for Path options: READ_FILE or WRITE_FILE, checked on disk at load
+
+
+#: A file the collector reads (a CA bundle, a certificate): it must exist and be a readable file.
+READ_FILE = "read_file"
+#: A file the collector writes (state, sink output): not a directory, and creatable where it is missing.
+WRITE_FILE = "write_file"
 
 
 def option(
@@ -68,9 +77,15 @@ def option(
     choices: tuple[str, ...] = (),
     secret: bool = False,
     doc: str = "",
+    path_kind: str = "",
+    factory: Any = None,
 ) -> Any:
-    """Declare a config option on a dataclass field."""
-    spec = Spec(min, max, choices, secret, doc)
+    """Declare a config option on a dataclass field (``factory`` builds a mutable default, e.g. dict)."""
+    if path_kind not in ("", READ_FILE, WRITE_FILE):
+        raise TypeError(f"unknown path_kind {path_kind!r}")
+    spec = Spec(min, max, choices, secret, doc, path_kind)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"spec": spec})
     if isinstance(default, list | dict):
         raise TypeError("use a tuple or None as a default, not a mutable container")
     return dataclasses.field(default=default, metadata={"spec": spec})
@@ -86,15 +101,29 @@ class Context:
 
 
 def known_keys(cls: type[Any], skip: tuple[str, ...] = ()) -> list[str]:
-    """Every key a table for ``cls`` may hold (secrets also as ``<name>_file``)."""
+    """Every key a table for ``cls`` may hold (secrets also as ``<name>_file``).
+
+    Only fields declared with :func:`option` are keys: the others are filled in by the code
+    (a sink's name, a parsed ``start``) and an operator must neither write them nor be told of them.
+    """
     keys: list[str] = []
     for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
+        if f.name in skip or not f.init or "spec" not in f.metadata:
             continue
         keys.append(f.name)
         if _spec(f).secret:
             keys.append(f"{f.name}_file")
     return keys
+
+
+def paths_of_kind(settings: Any, kind: str) -> list[tuple[str, Path]]:
+    """(option name, path) of every ``kind`` path option that is set on a built dataclass."""
+    out = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if _spec(f).path_kind == kind and isinstance(value, Path):
+            out.append((f.name, value))
+    return out
 
 
 def reject_unknown(table: Mapping[str, Any], allowed: list[str], where: str) -> None:
@@ -153,9 +182,7 @@ def coerce(value: Any, hint: Any, key: str, spec: Spec, ctx: Context) -> Any:
         text = interpolate(value, key, ctx.env)
         if spec.choices and text not in spec.choices:
             raise ConfigError(key, f"{text!r} is not allowed", f"use one of: {', '.join(spec.choices)}")
-        if hint is Path:
-            return _path(text, key, ctx)
-        return text
+        return _path(text, key, spec, ctx) if hint is Path else text
     raise TypeError(f"unsupported option type {hint!r} for {key}")  # a bug in a declaration
 
 
@@ -175,11 +202,53 @@ def interpolate(text: str, key: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(expand, text)
 
 
-def require_http_url(url: str, key: str, example: str) -> None:
-    """A ConfigError naming ``key`` unless ``url`` is an http(s) URL with a host."""
+def require_http_url(url: str, key: str, example: str, *, credentials: bool = False) -> None:
+    """A ConfigError naming ``key`` unless ``url`` is an http(s) URL with a host (and no
+    ``user:password@`` unless ``credentials``). The message never shows a password."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        valid = False
+    if not valid:
+        raise ConfigError(key, f"{mask_url_credentials(url)!r} is not an http(s) URL", f'write e.g. "{example}"')
+    if "@" in parts.netloc and not credentials:
+        raise ConfigError(key, "user:password@ is not allowed in this URL", "remove it from the URL")
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its ``user:password@``, and the user and password percent-decoded (None if absent)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(key, f"{url!r} is not an http(s) URL", f'write e.g. "{example}"')
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None, None
+    user, colon, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password) if colon else None
+
+
+def check_path(path: Path, kind: str, key: str) -> None:
+    """A ConfigError naming ``key`` unless ``path`` can be used as ``kind`` (READ_FILE, WRITE_FILE)."""
+    if kind == READ_FILE:
+        if not path.exists():
+            raise ConfigError(key, f"{path} does not exist", "correct the path or create the file")
+        if not path.is_file():
+            raise ConfigError(key, f"{path} is not a file", "give the path of a file")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(key, f"{path} is not readable", "check the file's permissions")
+        return
+    if path.is_dir():
+        raise ConfigError(key, f"{path} is a directory", "give the path of a file in it")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ConfigError(key, f"{path} is not writable", "check the file's permissions")
+        return
+    parent = path.parent
+    while not parent.exists():  # missing directories are created at run time, from the nearest one that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(key, f"{parent} is not a directory", "give a path whose parent is a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"cannot create {path}: {parent} is not writable", "check the directory's permissions")
 
 
 def _secret(table: Mapping[str, Any], name: str, key: str, ctx: Context) -> Secret | None:
@@ -210,6 +279,8 @@ def _secret(table: Mapping[str, Any], name: str, key: str, ctx: Context) -> Secr
 
 
 def _number(value: Any, hint: type, key: str, spec: Spec) -> int | float:
+    if isinstance(value, float) and not math.isfinite(value):  # TOML's nan and inf pass every comparison test
+        raise ConfigError(key, f"{value} is not a finite number", f"write a plain number{_range(spec)}")
     if isinstance(value, bool) or not isinstance(value, int | float) or (hint is int and isinstance(value, float)):
         raise ConfigError(
             key,
@@ -221,11 +292,14 @@ def _number(value: Any, hint: type, key: str, spec: Spec) -> int | float:
     return hint(value)  # type: ignore[no-any-return]
 
 
-def _path(text: str, key: str, ctx: Context) -> Path:
+def _path(text: str, key: str, spec: Spec, ctx: Context) -> Path:
     if not text:
         raise ConfigError(key, "the path is empty", "give a file path")
     path = Path(os.path.expanduser(text))
-    return path if path.is_absolute() else ctx.base_dir / path
+    path = path if path.is_absolute() else ctx.base_dir / path
+    if spec.path_kind and ctx.resolve_secrets:  # status and reset must work on a host without the files
+        check_path(path, spec.path_kind, key)
+    return path
 
 
 def _range(spec: Spec) -> str:

@@ -95,14 +95,14 @@ def test_reset_unknown_account(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_run_with_an_unusable_state_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """State under a path that is a regular file: exit 74 with one line, no traceback."""
+    """State under a path that is a regular file: caught at load, exit 78 with one line, no traceback."""
     (tmp_path / "blocker").write_text("")
     config = write_config(tmp_path, "http://127.0.0.1:9")
     config.write_text(config.read_text().replace(str(tmp_path / "state"), str(tmp_path / "blocker")))
-    assert main(["run", "--once", "--config", str(config)]) == 74
+    assert main(["run", "--once", "--config", str(config)]) == 78
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
-    assert err[0].startswith("mimecast-collector: state error: ")
+    assert err[0].startswith("mimecast-collector: config error: state.path: ")
 
 
 async def test_secrets_never_reach_logs_or_status(make_sim: Callable[..., Any], tmp_path: Path) -> None:

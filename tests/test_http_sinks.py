@@ -485,9 +485,10 @@ async def test_http_timeout_is_retryable(harness: Harness) -> None:
     assert 0.9 < elapsed < 2.5
 
 
-async def test_http_missing_ca_file_fails_on_open(harness: Harness) -> None:
-    """A ca_file that does not exist fails open() with a non-retryable SinkError naming the sink."""
-    sink = harness.http(url="https://127.0.0.1:9/ingest", ca_file="missing-ca.pem")
+async def test_http_unloadable_ca_file_fails_on_open(harness: Harness) -> None:
+    """A ca_file that is not a CA bundle fails open() with a non-retryable SinkError naming the sink."""
+    (harness.tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
+    sink = harness.http(url="https://127.0.0.1:9/ingest", ca_file="not-a-ca.pem")
     with pytest.raises(SinkError) as caught:
         await sink.open()
     assert caught.value.retryable is False
@@ -504,6 +505,7 @@ def test_http_url_must_be_http_or_https(harness: Harness, url: str) -> None:
 
 def test_http_cert_file_needs_key_file(harness: Harness) -> None:
     """cert_file without key_file is a ConfigError on sinks.x.cert_file."""
+    (harness.tmp_path / "client.pem").write_text("")
     with pytest.raises(ConfigError) as caught:
         harness.settings(HttpSinkSettings, "http", {"url": "https://siem.example/", "cert_file": "client.pem"})
     assert (caught.value.key, caught.value.problem) == ("sinks.x.cert_file", "cert_file and key_file go together")

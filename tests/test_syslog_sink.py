@@ -553,6 +553,7 @@ def test_bad_combinations_are_config_errors_naming_the_key(options: dict[str, An
 
 def test_settings_build_from_a_config_table(tmp_path: Path) -> None:
     """A TOML-shaped table builds (relative ca_file resolved); an out-of-range port names its key."""
+    (tmp_path / "ca.pem").write_text("")  # ca_file must exist to load
     ctx = Context(env={}, base_dir=tmp_path)
     table = {"host": "siem.example", "transport": "tls", "ca_file": "ca.pem", "facility": "13", "severity": "notice"}
 

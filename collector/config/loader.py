@@ -7,6 +7,7 @@ import binascii
 import dataclasses
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,10 +24,23 @@ from collector.config.model import (
 )
 from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES, LogType
-from collector.options import Context, Spec, build, coerce, known_keys, reject_unknown, require_http_url
+from collector.options import (
+    WRITE_FILE,
+    Context,
+    Secret,
+    Spec,
+    build,
+    coerce,
+    known_keys,
+    paths_of_kind,
+    reject_unknown,
+    require_http_url,
+    split_credentials,
+)
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
 from collector.timeutil import parse_config_time
+from collector.tls import client_context
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CREDENTIALS = {
@@ -62,13 +76,56 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_sec
         resolve_secrets=resolve_secrets,
     )
     reject_unknown(doc, ["state", "service", "accounts", "sinks"], "config")
-    return Config(
+    config = Config(
         source=path,
         state=build(StateConfig, _table(doc, "state", "state"), "state", ctx),
         service=build(ServiceConfig, _table(doc, "service", "service"), "service", ctx),
         accounts=tuple(_account(name, table, ctx) for name, table in _named_tables(doc, "accounts", "[accounts.acme]")),
         sinks=tuple(_sink(name, table, ctx) for name, table in _named_tables(doc, "sinks", "[sinks.local]")),
     )
+    _check_one_writer_per_file(config)
+    if resolve_secrets:  # like every file check: status and reset must work without the files
+        holders: list[tuple[object, str]] = [(a, f"accounts.{a.name}") for a in config.accounts]
+        for holder, where in holders + [(s, f"sinks.{s.name}") for s in config.sinks]:
+            _check_tls_files(holder, where)
+    return config
+
+
+def _check_one_writer_per_file(config: Config) -> None:
+    """Two writers on one file double its events or corrupt it: every file written has one owner.
+
+    Paths are compared resolved, so a symlink or a ``..`` does not hide a clash; the state file
+    owns its SQLite companions and its lock file too.
+    """
+    state = config.state.path
+    owners = {Path(f"{state}{suffix}").resolve(): "state.path" for suffix in ("", "-wal", "-shm", ".lock")}
+    for settings in config.sinks:
+        for name, path in paths_of_kind(settings, WRITE_FILE):
+            key = f"sinks.{settings.name}.{name}"
+            first = owners.setdefault(path.resolve(), key)
+            if first != key:
+                raise ConfigError(key, f"{path} is already written by {first}", "give each writer a file of its own")
+
+
+def _check_tls_files(holder: object, where: str) -> None:
+    """Load TLS files as the run will: one that exists but is no PEM, or a key that does not match
+    its certificate, is a config error now rather than a failure once running."""
+    ca_file, cert_file = getattr(holder, "ca_file", None), getattr(holder, "cert_file", None)
+    if ca_file is not None:
+        _load_tls(f"{where}.ca_file", "a CA bundle", ca_file=ca_file)
+    if cert_file is not None:
+        key_file = getattr(holder, "key_file", None)
+        _load_tls(f"{where}.cert_file", "a certificate with its key_file", cert_file=cert_file, key_file=key_file)
+
+
+def _load_tls(key: str, what: str, **files: Path | None) -> None:
+    try:
+        client_context(verify=True, **files)
+    except (OSError, ssl.SSLError) as exc:  # SSLError: not PEM, no certificate in it, key mismatch
+        reason = getattr(exc, "reason", None) or re.sub(r" \(_ssl\.c:\d+\)$", "", exc.strerror or type(exc).__name__)
+        raise ConfigError(
+            key, f"cannot be loaded as {what}: {reason}", "give PEM files (openssl x509 -in FILE)"
+        ) from None
 
 
 def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
@@ -92,8 +149,10 @@ def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
             )
         stream_options[log_name] = _stream_options(LOG_TYPES[log_name], sub, f"{where}.{log_name}", ctx)
     start_secs = None if account.start is None else config_time(account.start, f"{where}.start")
-    account = dataclasses.replace(account, start_secs=start_secs, stream_options=stream_options)
     _check_endpoint(account, where)
+    account = dataclasses.replace(
+        account, start_secs=start_secs, stream_options=stream_options, proxy_password=_proxy_password(account.proxy)
+    )
     if ctx.resolve_secrets:
         _check_credentials(account, where)
     return account
@@ -113,8 +172,8 @@ def _stream_options(log_type: LogType, table: dict[str, Any], where: str, ctx: C
 
 
 def _check_endpoint(account: AccountConfig, where: str) -> None:
-    if account.proxy is not None:
-        require_http_url(account.proxy, f"{where}.proxy", "http://proxy:3128")
+    if account.proxy is not None:  # user:password@ of a proxy is for the proxy: aiohttp sends it there only
+        require_http_url(account.proxy, f"{where}.proxy", "http://proxy:3128", credentials=True)
     if account.base_url:
         require_http_url(account.base_url, f"{where}.base_url", "https://eu-api.mimecast.com")
         return
@@ -133,13 +192,19 @@ def _check_endpoint(account: AccountConfig, where: str) -> None:
         )
 
 
+def _proxy_password(proxy: str | None) -> Secret | None:
+    password = None if proxy is None else split_credentials(proxy)[2]
+    return Secret(password) if password else None
+
+
 def _check_credentials(account: AccountConfig, where: str) -> None:
+    keys = known_keys(AccountConfig)
     for name in _CREDENTIALS[account.auth]:
         if getattr(account, name) is None:
+            # only secrets may come from a file: client_id and app_id have no <name>_file
+            also = f" or {name}_file" if f"{name}_file" in keys else ""
             raise ConfigError(
-                f"{where}.{name}",
-                f"missing for auth = {account.auth!r}",
-                f"set {name} (or {name}_file for secrets) in [{where}]",
+                f"{where}.{name}", f"missing for auth = {account.auth!r}", f"set {name}{also} in [{where}]"
             )
     other = "oauth2" if account.auth == "hmac" else "hmac"
     for name in _CREDENTIALS[other]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES
-from collector.options import Secret, option
+from collector.options import READ_FILE, WRITE_FILE, Secret, option
 from collector.sinks.base import SinkSettings
 
 DAY = 86_400
@@ -30,7 +30,9 @@ OAUTH2_REGIONS = {
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: Path = option(Path("/var/lib/mimecast-collector/collector.db"), doc="SQLite state and spool")
+    path: Path = option(
+        Path("/var/lib/mimecast-collector/collector.db"), doc="SQLite state and spool", path_kind=WRITE_FILE
+    )
     dedup_retention_secs: int = option(
         3600, min=0, max=30 * DAY, doc="keep dedup keys this long past the overlap they guard"
     )
@@ -86,7 +88,7 @@ class AccountConfig:
     max_window_secs: int = option(21_600, min=60, max=7 * DAY, doc="longest window during a backfill")
     page_size: int = option(500, min=1, max=1000)
     verify_tls: bool = option(True)
-    ca_file: Path | None = option(None, doc="extra CA bundle for TLS verification")
+    ca_file: Path | None = option(None, doc="extra CA bundle for TLS verification", path_kind=READ_FILE)
     proxy: str | None = option(None, doc="HTTP(S) proxy URL")
     request_timeout_secs: float = option(120.0, min=1, max=3600)
     connect_timeout_secs: float = option(15.0, min=1, max=600)
@@ -102,6 +104,7 @@ class AccountConfig:
         300.0, min=1, max=DAY, doc="longest wait a rate-limit answer may impose; longer asks are capped and logged"
     )
     start_secs: int | None = None  # parsed `start`, filled in by the loader
+    proxy_password: Secret | None = None  # the password in `proxy`, filled in by the loader so logs mask it
     stream_options: dict[str, StreamOptions] = field(default_factory=dict)
 
     def default_start(self, *, now: float) -> int:

@@ -21,7 +21,6 @@ rollover can still duplicate.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,10 +32,17 @@ import orjson
 
 from collector.errors import ConfigError, SinkError
 from collector.logs import get_logger
-from collector.options import Secret, option
+from collector.options import WRITE_FILE, Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.sinks.file import write_all
-from collector.sinks.httpbase import RETRYABLE_STATUSES, HttpClient, HttpSettings, HttpSinkBase, join_url
+from collector.sinks.httpbase import (
+    RETRYABLE_STATUSES,
+    HttpClient,
+    HttpSettings,
+    HttpSinkBase,
+    basic_authorization,
+    join_url,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +52,9 @@ class ElasticsearchSettings(HttpSettings):
     username: str | None = option(None, doc="basic auth user (with password)")
     password: Secret | None = option(None, secret=True)
     pipeline: str | None = option(None, doc="ingest pipeline")
-    dead_letter_path: Path | None = option(None, doc="rejected events; default dead-letter-<sink>.jsonl by the state")
+    dead_letter_path: Path | None = option(
+        None, doc="rejected events; default dead-letter-<sink>.jsonl by the state", path_kind=WRITE_FILE
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +73,9 @@ class ElasticsearchSettings(HttpSettings):
         if (self.username is None) != (self.password is None):
             raise ConfigError(f"sinks.{self.name}.username", "username and password go together", "set both")
 
+    def explicit_auth(self) -> str | None:
+        return next((k for k in ("api_key", "username", "password") if getattr(self, k) is not None), None)
+
 
 def document_id(event: OutEvent) -> str:
     """Stable across re-deliveries and unique across accounts and log types."""
@@ -78,8 +89,7 @@ class ElasticsearchSink(HttpSinkBase):
         if settings.api_key is not None:
             headers["Authorization"] = f"ApiKey {settings.api_key.reveal()}"
         elif settings.username is not None and settings.password is not None:
-            pair = f"{settings.username}:{settings.password.reveal()}".encode()
-            headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+            headers["Authorization"] = basic_authorization(settings.username, settings.password.reveal())
         self._http = HttpClient(settings, headers)
         self.dead_letter_path = settings.dead_letter_path or context.state_dir / f"dead-letter-{settings.name}.jsonl"
         self.dead_lettered = 0

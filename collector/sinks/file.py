@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 
 from collector.errors import ConfigError, SinkError
-from collector.options import option
+from collector.options import WRITE_FILE, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 
 _TAIL_CHUNK = 64 * 1024
@@ -23,7 +23,7 @@ _TAIL_CHUNK = 64 * 1024
 
 @dataclass(frozen=True, kw_only=True)
 class FileSinkSettings(SinkSettings):
-    path: Path = option(doc="file to append JSON lines to")
+    path: Path = option(doc="file to append JSON lines to", path_kind=WRITE_FILE)
     fsync: bool = option(True, doc="fsync after every batch (durable before the offset moves)")
     max_bytes: int = option(100 * 1024 * 1024, min=0, max=2**50, doc="rotate past this size; 0 = never")
     retention: int = option(5, min=0, max=1000, doc="rotated files kept (events.jsonl.1 ... .N)")

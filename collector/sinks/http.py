@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -19,7 +19,11 @@ class HttpSinkSettings(HttpSettings):
     body_format: str = option("ndjson", choices=tuple(_CONTENT_TYPES), doc="ndjson or json_array")
     method: str = option("POST", choices=("POST", "PUT"))
     # Sent with every request, e.g. { Authorization = "Bearer ${SIEM_TOKEN}" }; values are masked in logs.
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = option(factory=dict)
+
+    def explicit_auth(self) -> str | None:
+        names = [name for name in self.headers if name.lower() == "authorization"]
+        return f"headers.{names[0]}" if names else None
 
 
 class HttpSink(HttpSinkBase):

@@ -1,5 +1,10 @@
 """What every HTTP-based sink shares: TLS and proxy options, gzip, and one table for answers.
 
+Credentials in the target URL (``https://user:password@host/``) are moved at load into a Basic
+``Authorization`` header: the URL the sink uses, logs and reports has none, and the password is a
+:class:`Secret`. A proxy URL keeps its credentials (aiohttp sends them to the proxy only); its
+password is a Secret too, so it is masked wherever it could be logged.
+
 A batch is accepted only on a 2xx. 408, 429 (honouring Retry-After), 5xx and network errors are
 retryable: the dispatcher sends the same batch again with backoff, forever, while the spool keeps
 it. Any other 4xx means the target refuses the request as built (bad token, bad URL, bad data):
@@ -8,11 +13,12 @@ retrying cannot help, so it is reported as such and retried only slowly.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -20,7 +26,7 @@ import aiohttp
 import anyio
 
 from collector.errors import ConfigError, SinkError
-from collector.options import option, require_http_url
+from collector.options import READ_FILE, Secret, option, require_http_url, split_credentials
 from collector.sinks.base import SinkSettings
 from collector.tls import client_context
 
@@ -34,18 +40,48 @@ class HttpSettings(SinkSettings):
     timeout_secs: float = option(30.0, min=1, max=600, doc="whole request, including the answer")
     connect_timeout_secs: float = option(10.0, min=1, max=120)
     verify_tls: bool = option(True)
-    ca_file: Path | None = option(None, doc="CA bundle that signs the target's certificate")
-    cert_file: Path | None = option(None, doc="client certificate (mutual TLS)")
-    key_file: Path | None = option(None, doc="client certificate's private key")
+    ca_file: Path | None = option(None, doc="CA bundle that signs the target's certificate", path_kind=READ_FILE)
+    cert_file: Path | None = option(None, doc="client certificate (mutual TLS)", path_kind=READ_FILE)
+    key_file: Path | None = option(None, doc="client certificate's private key", path_kind=READ_FILE)
     proxy: str | None = option(None, doc="HTTP(S) proxy URL")
     gzip: bool = option(True, doc="compress request bodies")
+    # Not options: taken out of url and proxy at load (see the module's docstring).
+    url_username: str | None = field(default=None, repr=False)
+    url_password: Secret | None = None
+    proxy_password: Secret | None = None
 
     def __post_init__(self) -> None:
-        require_http_url(self.url, f"sinks.{self.name}.url", "https://siem.example:8088")
+        require_http_url(self.url, f"sinks.{self.name}.url", "https://siem.example:8088", credentials=True)
+        url, user, password = split_credentials(self.url)
+        if user is not None:
+            explicit = self.explicit_auth()
+            if explicit is not None:  # two Authorization headers: which one wins is anybody's guess
+                raise ConfigError(
+                    f"sinks.{self.name}.{explicit}",
+                    "set, but url carries user:password@ as well",
+                    f"keep one way of authenticating: remove {explicit}, or the user:password@ of url",
+                )
+            object.__setattr__(self, "url", url)  # frozen: the only way, and only here, at construction
+            object.__setattr__(self, "url_username", user)
+            object.__setattr__(self, "url_password", Secret(password or ""))
+        if self.proxy is not None:
+            require_http_url(self.proxy, f"sinks.{self.name}.proxy", "http://proxy:3128", credentials=True)
+            _, _, proxy_password = split_credentials(self.proxy)
+            if proxy_password:
+                object.__setattr__(self, "proxy_password", Secret(proxy_password))
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError(
                 f"sinks.{self.name}.cert_file", "cert_file and key_file go together", "set both, or neither"
             )
+
+    def explicit_auth(self) -> str | None:
+        """The key of an authentication option that is set (each sink type names its own), if any."""
+        return None
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` value (UTF-8, as RFC 7617 recommends)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def tls_context(settings: HttpSettings) -> ssl.SSLContext | bool:
@@ -70,6 +106,9 @@ class HttpClient:
     def __init__(self, settings: HttpSettings, headers: Mapping[str, str]) -> None:
         self.settings = settings
         self._headers = dict(headers)
+        if settings.url_username is not None:  # the loader refused a second Authorization already
+            password = settings.url_password.reveal() if settings.url_password is not None else ""
+            self._headers["Authorization"] = basic_authorization(settings.url_username, password)
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool = True
 

@@ -33,17 +33,21 @@ class SplunkHecSettings(HttpSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.token is None:
+        if self.token is None and self.url_username is None:  # HEC also takes Basic auth, token as password
             raise ConfigError(
                 f"sinks.{self.name}.token", "required for splunk_hec", "set token or token_file to the HEC token"
             )
+
+    def explicit_auth(self) -> str | None:
+        return "token" if self.token is not None else None
 
 
 class SplunkHecSink(HttpSinkBase):
     def __init__(self, settings: SplunkHecSettings) -> None:
         self.settings = settings
-        assert settings.token is not None
-        headers = {"Authorization": f"Splunk {settings.token.reveal()}", "Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
+        if settings.token is not None:  # else the URL's user:password@ authenticates (Basic, set by HttpClient)
+            headers["Authorization"] = f"Splunk {settings.token.reveal()}"
         self._http = HttpClient(settings, headers)
         self._host = settings.host or socket.gethostname()
 

@@ -52,7 +52,7 @@ import orjson
 
 from collector.errors import ConfigError, SinkError
 from collector.logs import get_logger
-from collector.options import option
+from collector.options import READ_FILE, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.tls import client_context
 
@@ -93,9 +93,11 @@ class SyslogSinkSettings(SinkSettings):
     max_message_bytes: int = option(
         0, min=0, max=16 * 1024 * 1024, doc="longest message, header included; 0 = udp 2048, tcp/tls 65536"
     )
-    ca_file: Path | None = option(None, doc="tls: CA bundle to verify the receiver; default: system CAs")
-    cert_file: Path | None = option(None, doc="tls: client certificate (PEM) for mutual TLS")
-    key_file: Path | None = option(None, doc="tls: private key of cert_file (PEM)")
+    ca_file: Path | None = option(
+        None, doc="tls: CA bundle to verify the receiver; default: system CAs", path_kind=READ_FILE
+    )
+    cert_file: Path | None = option(None, doc="tls: client certificate (PEM) for mutual TLS", path_kind=READ_FILE)
+    key_file: Path | None = option(None, doc="tls: private key of cert_file (PEM)", path_kind=READ_FILE)
     verify: bool = option(True, doc="tls: verify the receiver's certificate and name")
     server_name: str = option("", doc="tls: name to verify and send as SNI; empty = host")
     connect_timeout_secs: float = option(10.0, min=0.1, max=300, doc="connect and TLS handshake limit")
