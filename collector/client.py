@@ -36,7 +36,7 @@ from collector.errors import (
     rule_for_exception,
     rule_for_status,
 )
-from collector.limiter import PacingModel, ServerWait, WaitCap
+from collector.limiter import PacingModel, RateHeaders, ServerWait, WaitCap
 from collector.logs import get_logger, redact
 from collector.pacer import Pacer, PacerRegistry
 from collector.telemetry import Telemetry
@@ -326,9 +326,10 @@ class MimecastClient:
 
     def _count(self, path: str, status: int, headers: Mapping[str, str]) -> None:
         self._telemetry.api_calls.labels(self.account.name, path, str(status)).inc()
-        remaining = headers.get("x-ratelimit-remaining")
-        if remaining is not None and remaining.strip().isdigit():
-            self._telemetry.ratelimit_remaining.labels(self.account.name, path).set(int(remaining))
+        # Parsed as the pacer parses it: a 400-digit value is no number, not an OverflowError in the gauge.
+        remaining = RateHeaders.parse(headers).remaining
+        if remaining is not None:
+            self._telemetry.ratelimit_remaining.labels(self.account.name, path).set(remaining)
         if status == 429:
             self._telemetry.api_throttled.labels(self.account.name, path).inc()
 

@@ -237,6 +237,22 @@ async def test_retryable_fail_in_a_200_is_retried_then_succeeds(
     assert h.sleeper.delays == pytest.approx(expected_delays(1))
 
 
+async def test_rate_limit_header_too_long_for_a_number_is_ignored(
+    session: aiohttp.ClientSession, mock_http: aioresponses
+) -> None:
+    """An x-ratelimit-remaining of 400 digits is no number: the page comes back, the gauge is left alone."""
+    Endpoint(mock_http, BASE + PATH, [Answer(200, page_body(RECORDS), {"x-ratelimit-remaining": "9" * 400})])
+    h = harness(session)
+
+    page = await h.fetch()
+
+    assert page == Page(RECORDS, None)
+    assert (
+        h.telemetry.registry.get_sample_value("mimecast_ratelimit_remaining", {"account": "acme", "endpoint": PATH})
+        is None
+    )
+
+
 async def test_unknown_non_retryable_fail_in_a_200_is_fatal(
     session: aiohttp.ClientSession, mock_http: aioresponses
 ) -> None:
