@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import anyio
@@ -27,6 +27,7 @@ from collector.auth import make_authenticator
 from collector.backpressure import SpoolGate
 from collector.client import MimecastClient, tls_setting
 from collector.config.model import AccountConfig, Config
+from collector.db import create_private, narrow_mode
 from collector.dispatcher import Dispatcher, SpoolSignal
 from collector.errors import SinkError, StartupError, StoreError
 from collector.health import HealthServer
@@ -55,34 +56,42 @@ class RunResult:
 
 
 class StateLock:
-    """An exclusive lock beside the state file: one collector (or reset) per state at a time."""
+    """An exclusive lock beside the state file: one collector (or reset) per state at a time.
+
+    Both the lock and the database go by the state file's real path (symlinks resolved), so a second
+    instance that names the same file through a symlink or another relative spelling meets the same
+    lock instead of writing beside the first. Open the database at :attr:`state_path`.
+    """
 
     def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.name + ".lock")
-        self._file: IO[bytes] | None = None
+        self.state_path = Path(os.path.realpath(state_path))
+        self.path = self.state_path.with_name(self.state_path.name + ".lock")
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("ab")
+            try:
+                fd = create_private(self.path, follow=False)
+            except FileExistsError:
+                narrow_mode(self.path)
+                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             raise StoreError(
                 f"cannot create lock file {self.path}: {exc.strerror}; check that the state directory "
                 "exists and is writable by this user"
             ) from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
-            raise StoreError(
-                f"another collector is using {self.path.with_suffix('')}; stop it first (state lock held)"
-            ) from None
-        self._file = handle
+            os.close(fd)
+            raise StoreError(f"another collector is using {self.state_path}; stop it first (state lock held)") from None
+        self._fd = fd
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -164,7 +173,7 @@ class Collector:
             lock = StateLock(self.config.state.path)
             lock.acquire()
             stack.callback(lock.release)
-            store = await Store.open(self.config.state.path, synchronous=self.config.state.synchronous)
+            store = await Store.open(lock.state_path, synchronous=self.config.state.synchronous)
             stack.push_async_callback(store.close)
             signal_, acked = SpoolSignal(), SpoolSignal()
             self.dispatchers = await self._dispatchers(stack, store, signal_, acked)

@@ -183,7 +183,7 @@ def _reset(args: argparse.Namespace) -> int:
     lock.acquire()
 
     async def rewind() -> None:
-        store = await Store.open(config.state.path, synchronous=config.state.synchronous)
+        store = await Store.open(lock.state_path, synchronous=config.state.synchronous)
         try:
             for account in accounts:
                 position = start if start is not None else account.default_start(now=time.time())
