@@ -3,6 +3,10 @@
 On SIGTERM/SIGINT: stop fetching (a page being committed either lands whole or not at all), let the
 sinks drain what is spooled for up to ``shutdown_grace_secs``, log one summary line, exit 0. A
 second signal stops at once; the spool still holds everything not delivered.
+
+On SIGHUP (logrotate's ``postrotate``): the file sinks close their files and open their paths again,
+between batches, and collection goes on. SIGHUP is caught from the start of :meth:`Collector.run`
+to its very end, so one arriving while starting or shutting down never kills the process.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from collector.db import create_private, narrow_mode
 from collector.dispatcher import Dispatcher, SpoolSignal
 from collector.errors import SinkError, StartupError, StoreError
 from collector.health import HealthServer
-from collector.logs import get_logger, register_secret
+from collector.logs import get_logger, redact, register_secret
 from collector.options import Secret
 from collector.pacer import PacerRegistry
 from collector.poller import Poller, StreamSpec
@@ -162,6 +166,7 @@ class Collector:
         self.health: HealthServer | None = None
         self.ready = anyio.Event()
         self._stop_requested = anyio.Event()
+        self._hangups: AsyncIterator[signal.Signals] | None = None
         self._log = get_logger()
 
     def request_stop(self) -> None:
@@ -170,6 +175,8 @@ class Collector:
     async def run(self) -> RunResult:
         register_config_secrets(self.config)
         async with AsyncExitStack() as stack:
+            if self.handle_signals:  # first in, last out: see the module docstring
+                self._hangups = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP))
             lock = StateLock(self.config.state.path)
             lock.acquire()
             stack.callback(lock.release)
@@ -285,6 +292,8 @@ class Collector:
             outer.start_soon(self.notifier.watchdog)
             if self.handle_signals:
                 outer.start_soon(self._signals, delivery)
+            if self._hangups is not None:  # SIGHUPs queued while starting are acted on now
+                outer.start_soon(self._reopen_on_hangup, self._hangups)
             self.ready.set()
             with delivery:
                 async with anyio.create_task_group() as tg:
@@ -309,6 +318,32 @@ class Collector:
                 else:
                     self._log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
                     delivery.cancel()
+
+    async def _reopen_on_hangup(self, hangups: AsyncIterator[signal.Signals]) -> None:
+        async for _ in hangups:
+            await self.reopen_files()
+
+    async def reopen_files(self) -> list[str]:
+        """Reopen the files the sinks keep open (after logrotate moved them); one log line; the names."""
+        reopened: list[str] = []
+        failed: dict[str, str] = {}
+        for dispatcher in self.dispatchers:
+            try:
+                if await dispatcher.reopen():
+                    reopened.append(dispatcher.settings.name)
+            except Exception as exc:  # even a sink's bug: it opens the file again at its next batch; go on
+                failed[dispatcher.settings.name] = redact(str(exc) if isinstance(exc, SinkError) else repr(exc))
+        if failed:
+            self._log.warning(
+                "files_reopen_failed",
+                signal="SIGHUP",
+                sinks=reopened,
+                failed=failed,
+                hint="events stay spooled; the sink tries to open its file again before each batch",
+            )
+        else:
+            self._log.info("files_reopened", signal="SIGHUP", sinks=reopened)
+        return reopened
 
     def _summary(self, failed: list[str], *, drained: bool) -> None:
         t = self.telemetry

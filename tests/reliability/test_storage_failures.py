@@ -95,7 +95,8 @@ async def logged(log: Path, event: str) -> dict[str, Any]:
     """The first JSON log line of ``event`` in ``log``, waiting (bounded) for it to be written."""
     for _ in range(300):
         for line in log.read_bytes().splitlines() if log.exists() else []:
-            if line.startswith(b"{") and (entry := orjson.loads(line))["event"] == event:
+            entry: dict[str, Any] = orjson.loads(line) if line.startswith(b"{") else {}
+            if entry.get("event") == event:
                 return entry
         await asyncio.sleep(0.1)
     raise AssertionError(f"no {event} in {log}: {log.read_text()[-2000:]}")
