@@ -77,9 +77,13 @@ class StateLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 fd = create_private(self.path, follow=False)
-            except FileExistsError:
-                narrow_mode(self.path)
+            except FileExistsError:  # never through a symlink planted in its place
                 fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    narrow_mode(self.path, fd)
+                except OSError:
+                    os.close(fd)
+                    raise
         except OSError as exc:
             raise StoreError(
                 f"cannot create lock file {self.path}: {exc.strerror}; check that the state directory "

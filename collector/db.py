@@ -222,15 +222,19 @@ def create_private(path: Path, *, follow: bool = True) -> int:
     return fd
 
 
-def narrow_mode(path: Path) -> None:
+def narrow_mode(path: Path, fd: int | None = None) -> None:
     """An existing file that group or others may read or write becomes 0600, with one warning naming it:
-    the state holds page tokens and every spooled event. A missing file is left missing."""
+    the state holds page tokens and every spooled event. A missing file is left missing. With ``fd``
+    (an open descriptor of ``path``) the descriptor is checked and changed, not the path."""
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        mode = stat.S_IMODE((os.stat(path) if fd is None else os.fstat(fd)).st_mode)
     except FileNotFoundError:
         return
     if mode & 0o077:
-        os.chmod(path, PRIVATE_MODE)
+        if fd is None:
+            os.chmod(path, PRIVATE_MODE)
+        else:
+            os.fchmod(fd, PRIVATE_MODE)
         get_logger().warning(
             "state_file_mode_tightened", path=str(path), mode_was=f"{mode:04o}", mode=f"{PRIVATE_MODE:04o}"
         )

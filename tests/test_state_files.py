@@ -139,3 +139,16 @@ def test_lock_through_a_symlink_meets_the_lock_of_the_real_file(tmp_path: Path) 
     finally:
         first.release()
     assert not (tmp_path / "elsewhere" / "collector.db.lock").exists()
+
+
+def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path: Path, umask: None) -> None:
+    """A symlink planted as the .lock file: refused with the lock error; its target is neither locked nor changed."""
+    target = tmp_path / "someone-elses-file"
+    target.write_text("keep me")
+    target.chmod(0o644)
+    (tmp_path / "collector.db.lock").symlink_to(target)
+
+    with pytest.raises(StoreError, match=r"^cannot create lock file .*collector\.db\.lock: Too many levels"):
+        StateLock(tmp_path / "collector.db").acquire()
+
+    assert (target.read_text(), f"{stat.S_IMODE(target.stat().st_mode):04o}") == ("keep me", "0644")
