@@ -244,3 +244,32 @@ async def test_sighup_while_shutting_down_does_not_kill(make_sim: Callable[..., 
             process.kill()
     stopped = [entry for entry in log_events(log) if entry["event"] == "collector_stopped"]
     assert [entry["drained"] for entry in stopped] == [False]
+
+
+async def test_failed_reopen_is_logged_and_the_events_wait_in_the_spool(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: Any
+) -> None:
+    """The sink's directory is gone at SIGHUP: one files_reopen_failed line; once it is back, nothing is missing."""
+    sim: FakeMimecast = await make_sim(rate_limit=6, rate_window_ms=1000)
+    records = seed(sim, 300, days=1)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 50}, sink={"retry_max_secs": 1})
+    collector = Collector(load_config(config), handle_signals=False)
+    out, moved = tmp_path / "out", tmp_path / "out-old"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collector.run)
+        with anyio.fail_after(30):
+            while not (out / "events.jsonl").exists():  # noqa: ASYNC110 - polling a file
+                await anyio.sleep(0.05)
+        out.rename(moved)
+        out.write_text("a file where the directory was")
+        assert await collector.reopen_files() == []
+        out.unlink()
+        with anyio.fail_after(60):
+            while len(ids_in(moved / "events.jsonl")) + len(delivered_ids(out) if out.exists() else []) < 900:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        collector.request_stop()
+    failures = [orjson.loads(line) for line in log_buffer.getvalue().splitlines() if "files_reopen_failed" in line]
+    assert [(f["sinks"], list(f["failed"])) for f in failures] == [([], ["local"])]
+    assert failures[0]["failed"]["local"].startswith(f"cannot open {out / 'events.jsonl'}: ")
+    delivered = ids_in(moved / "events.jsonl") + delivered_ids(out)
+    assert sorted(delivered) == sorted(expected_ids(records))
