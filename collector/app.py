@@ -3,6 +3,10 @@
 On SIGTERM/SIGINT: stop fetching (a page being committed either lands whole or not at all), let the
 sinks drain what is spooled for up to ``shutdown_grace_secs``, log one summary line, exit 0. A
 second signal stops at once; the spool still holds everything not delivered.
+
+On SIGHUP (logrotate's ``postrotate``): the file sinks close their files and open their paths again,
+between batches, and collection goes on. SIGHUP is caught from the start of :meth:`Collector.run`
+to its very end, so one arriving while starting or shutting down never kills the process.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import anyio
@@ -27,10 +31,11 @@ from collector.auth import make_authenticator
 from collector.backpressure import SpoolGate
 from collector.client import MimecastClient, tls_setting
 from collector.config.model import AccountConfig, Config
+from collector.db import create_private, narrow_mode
 from collector.dispatcher import Dispatcher, SpoolSignal
 from collector.errors import SinkError, StartupError, StoreError
 from collector.health import HealthServer
-from collector.logs import get_logger, register_secret
+from collector.logs import get_logger, redact, register_secret
 from collector.options import Secret
 from collector.pacer import PacerRegistry
 from collector.poller import Poller, StreamSpec
@@ -55,34 +60,46 @@ class RunResult:
 
 
 class StateLock:
-    """An exclusive lock beside the state file: one collector (or reset) per state at a time."""
+    """An exclusive lock beside the state file: one collector (or reset) per state at a time.
+
+    Both the lock and the database go by the state file's real path (symlinks resolved), so a second
+    instance that names the same file through a symlink or another relative spelling meets the same
+    lock instead of writing beside the first. Open the database at :attr:`state_path`.
+    """
 
     def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.name + ".lock")
-        self._file: IO[bytes] | None = None
+        self.state_path = Path(os.path.realpath(state_path))
+        self.path = self.state_path.with_name(self.state_path.name + ".lock")
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("ab")
+            try:
+                fd = create_private(self.path, follow=False)
+            except FileExistsError:  # never through a symlink planted in its place
+                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    narrow_mode(self.path, fd)
+                except OSError:
+                    os.close(fd)
+                    raise
         except OSError as exc:
             raise StoreError(
                 f"cannot create lock file {self.path}: {exc.strerror}; check that the state directory "
                 "exists and is writable by this user"
             ) from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
-            raise StoreError(
-                f"another collector is using {self.path.with_suffix('')}; stop it first (state lock held)"
-            ) from None
-        self._file = handle
+            os.close(fd)
+            raise StoreError(f"another collector is using {self.state_path}; stop it first (state lock held)") from None
+        self._fd = fd
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -153,6 +170,7 @@ class Collector:
         self.health: HealthServer | None = None
         self.ready = anyio.Event()
         self._stop_requested = anyio.Event()
+        self._hangups: AsyncIterator[signal.Signals] | None = None
         self._log = get_logger()
 
     def request_stop(self) -> None:
@@ -161,10 +179,12 @@ class Collector:
     async def run(self) -> RunResult:
         register_config_secrets(self.config)
         async with AsyncExitStack() as stack:
+            if self.handle_signals:  # first in, last out: see the module docstring
+                self._hangups = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP))
             lock = StateLock(self.config.state.path)
             lock.acquire()
             stack.callback(lock.release)
-            store = await Store.open(self.config.state.path, synchronous=self.config.state.synchronous)
+            store = await Store.open(lock.state_path, synchronous=self.config.state.synchronous)
             stack.push_async_callback(store.close)
             self.telemetry.record_waiting = store.record_waiting  # so `status` can show a stream held back
             signal_, acked = SpoolSignal(), SpoolSignal()
@@ -277,6 +297,8 @@ class Collector:
             outer.start_soon(self.notifier.watchdog)
             if self.handle_signals:
                 outer.start_soon(self._signals, delivery)
+            if self._hangups is not None:  # SIGHUPs queued while starting are acted on now
+                outer.start_soon(self._reopen_on_hangup, self._hangups)
             self.ready.set()
             with delivery:
                 async with anyio.create_task_group() as tg:
@@ -301,6 +323,32 @@ class Collector:
                 else:
                     self._log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
                     delivery.cancel()
+
+    async def _reopen_on_hangup(self, hangups: AsyncIterator[signal.Signals]) -> None:
+        async for _ in hangups:
+            await self.reopen_files()
+
+    async def reopen_files(self) -> list[str]:
+        """Reopen the files the sinks keep open (after logrotate moved them); one log line; the names."""
+        reopened: list[str] = []
+        failed: dict[str, str] = {}
+        for dispatcher in self.dispatchers:
+            try:
+                if await dispatcher.reopen():
+                    reopened.append(dispatcher.settings.name)
+            except Exception as exc:  # even a sink's bug: it opens the file again at its next batch; go on
+                failed[dispatcher.settings.name] = redact(str(exc) if isinstance(exc, SinkError) else repr(exc))
+        if failed:
+            self._log.warning(
+                "files_reopen_failed",
+                signal="SIGHUP",
+                sinks=reopened,
+                failed=failed,
+                hint="events stay spooled; the sink tries to open its file again before each batch",
+            )
+        else:
+            self._log.info("files_reopened", signal="SIGHUP", sinks=reopened)
+        return reopened
 
     def _summary(self, failed: list[str], *, drained: bool) -> None:
         t = self.telemetry

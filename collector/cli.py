@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,6 +118,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _ignore_hangups()  # until Collector.run catches it: a SIGHUP's default action is to kill
     config = _load(args)
     _tune_gc()
     collector = Collector(config, once=args.once)
@@ -127,7 +130,19 @@ def _run(args: argparse.Namespace) -> int:
             raise _first(known) from None
         get_logger().error("collector_crashed", exc_info=group)
         return EXIT_SOFTWARE
+    finally:
+        _ignore_hangups()
     return result.exit_code
+
+
+def _ignore_hangups() -> None:
+    """SIGHUP (logrotate) while the config loads or the loop winds down must not kill the collector.
+
+    The event loop's own handler replaces this while the collector runs and resets SIGHUP to its
+    default when it is removed, hence a second call once the loop is gone.
+    """
+    if threading.current_thread() is threading.main_thread():  # tests call main() from worker threads
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _tune_gc() -> None:
@@ -183,7 +198,7 @@ def _reset(args: argparse.Namespace) -> int:
     lock.acquire()
 
     async def rewind() -> None:
-        store = await Store.open(config.state.path, synchronous=config.state.synchronous)
+        store = await Store.open(lock.state_path, synchronous=config.state.synchronous)
         try:
             for account in accounts:
                 position = start if start is not None else account.default_start(now=time.time())

@@ -11,7 +11,9 @@ statements all the same.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any, Self
 import anyio
 
 from collector.errors import StoreError
+from collector.logs import get_logger
 
 SCHEMA_VERSION = 3
 SCHEMA = """
@@ -141,7 +144,7 @@ class Database:
             if read_only:
                 db = await connect(f"file:{path}?mode=ro", uri=True)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                prepare_state_file(path)
                 db = await connect(path)
             await db.execute("PRAGMA busy_timeout = 10000")
             # 4 MiB holds the hot ends of the spool and the dedup keys; more only costs RSS (bench).
@@ -199,6 +202,59 @@ class Database:
                 yield self._db
             except sqlite3.Error as exc:
                 raise StoreError(describe_failure(self.path, exc)) from None
+
+
+# --- the files on disk: private to the collector's user, whatever the umask ---------------------------
+
+PRIVATE_MODE = 0o600
+# SQLite creates these beside the database with the database file's own mode (checked under umask 0),
+# so a 0600 database gives 0600 side files; ones left by an older version are narrowed here.
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def prepare_state_file(path: Path) -> None:
+    """Create the state file 0600 before SQLite does (it would honour the umask: 0644 outside systemd),
+    and narrow an existing state file, and its side files, that others could read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(create_private(path))
+    except FileExistsError:
+        # By path, not by descriptor: closing a descriptor of a database this process has open
+        # elsewhere would drop that connection's POSIX locks.
+        narrow_mode(path)
+    for suffix in SIDE_SUFFIXES:
+        narrow_mode(path.with_name(path.name + suffix))
+
+
+def create_private(path: Path, *, follow: bool = True) -> int:
+    """A read-write descriptor of a new file ``path`` with mode exactly 0600, whatever the umask;
+    FileExistsError if it exists."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags, PRIVATE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # a stricter umask (0277) must not leave it unwritable either
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def narrow_mode(path: Path, fd: int | None = None) -> None:
+    """An existing file that group or others may read or write becomes 0600, with one warning naming it:
+    the state holds page tokens and every spooled event. A missing file is left missing. With ``fd``
+    (an open descriptor of ``path``) the descriptor is checked and changed, not the path."""
+    try:
+        mode = stat.S_IMODE((os.stat(path) if fd is None else os.fstat(fd)).st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        if fd is None:
+            os.chmod(path, PRIVATE_MODE)
+        else:
+            os.fchmod(fd, PRIVATE_MODE)
+        get_logger().warning(
+            "state_file_mode_tightened", path=str(path), mode_was=f"{mode:04o}", mode=f"{PRIVATE_MODE:04o}"
+        )
 
 
 def describe_failure(path: Path, exc: BaseException) -> str:

@@ -15,7 +15,7 @@ import anyio
 from collector.encoders import ENCODERS
 from collector.errors import SinkError, backoff_secs
 from collector.logs import get_logger, redact
-from collector.sinks.base import OutEvent, Sink, SinkSettings
+from collector.sinks.base import OutEvent, Reopenable, Sink, SinkSettings
 from collector.spool import SpoolRow
 from collector.store import Store
 from collector.telemetry import Telemetry
@@ -102,6 +102,13 @@ class Dispatcher:
             self._on_ack()
             self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
             self._log.debug("batch_delivered", events=len(batch), offset=self.offset)
+
+    async def reopen(self) -> bool:
+        """Reopen the sink's files (SIGHUP); False for a sink that keeps none. SinkError if it fails."""
+        if not isinstance(self.sink, Reopenable):
+            return False
+        await self.sink.reopen()
+        return True
 
     async def _next_rows(self, until_drained: anyio.Event | None) -> list[SpoolRow] | None:
         """The next rows to send: a full batch, or whatever is there once ``batch_max_age_secs`` has

@@ -87,6 +87,27 @@ def test_reset_refuses_while_a_collector_runs(tmp_path: Path, capsys: pytest.Cap
     assert "another collector is using" in capsys.readouterr().err
 
 
+def test_reset_through_a_symlink_refuses_while_a_collector_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config naming the running collector's state file by a symlink: reset still meets its lock, exit 74."""
+    real_state = tmp_path / "state" / "collector.db"
+    real_state.parent.mkdir()
+    real_state.touch()
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    config.write_text(config.read_text().replace(str(real_state), str(tmp_path / "link.db")))
+    (tmp_path / "link.db").symlink_to(real_state)
+    lock = StateLock(real_state)
+    lock.acquire()
+    try:
+        assert main(["reset", "--config", str(config), "--stream", "ttp_url"]) == 74
+    finally:
+        lock.release()
+    assert capsys.readouterr().err == (
+        f"mimecast-collector: state error: another collector is using {real_state}; stop it first (state lock held)\n"
+    )
+
+
 def test_reset_unknown_account(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An account that does not collect the stream is a usage mistake: exit 78 naming --account."""
     config = write_config(tmp_path, "http://127.0.0.1:9")

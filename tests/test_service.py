@@ -22,7 +22,7 @@ from collector.config import load_config
 from collector.simulator import FakeMimecast
 from collector.status import status_report
 from collector.store import Store
-from tests.helpers import delivered_ids, expected_ids, seed, start_collector, write_config
+from tests.helpers import delivered_ids, expected_ids, seed, start_collector, table, write_config
 
 FAST_FAILURE = {"poll_interval_secs": 1, "request_timeout_secs": 1, "retry_max_secs": 1, "connect_timeout_secs": 1}
 
@@ -205,3 +205,137 @@ async def until_count(
 ) -> None:
     while messages.count(state) < count:
         messages.extend((await loop.sock_recv(receiver, 4096)).decode().splitlines())
+
+
+# --- SIGHUP: logrotate's postrotate --------------------------------------------------------------
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON log lines the child has written so far."""
+    return [orjson.loads(line) for line in log.read_bytes().splitlines() if line.startswith(b"{")]
+
+
+async def until_logged(log: Path, event: str, process: asyncio.subprocess.Process) -> dict[str, Any]:
+    """Wait (bounded) for the first log line of ``event``; fail early if the child has exited."""
+    for _ in range(600):
+        found = [entry for entry in log_events(log) if entry["event"] == event]
+        if found:
+            return found[0]
+        assert process.returncode is None, f"exited {process.returncode} before {event}: {log.read_text()[-2000:]}"
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {event} within 60 s: {log.read_text()[-2000:]}")
+
+
+def ids_in(path: Path) -> list[tuple[str, str]]:
+    """(dataset, event.id) of every line of one file."""
+    docs = [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+    return [(doc["event"]["dataset"], doc["event"]["id"]) for doc in docs]
+
+
+async def test_sighup_reopens_the_file_sink_and_collection_goes_on(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Output moved away as logrotate does, SIGHUP: new events land in a new file, each event in one file once."""
+    sim: FakeMimecast = await make_sim(rate_limit=6, rate_window_ms=1000)
+    records = seed(sim, 600, days=1)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 50})
+    log = tmp_path / "collector.log"
+    output, moved = tmp_path / "out" / "events.jsonl", tmp_path / "out" / "events.jsonl-20261201"
+    process = await start_collector(config, log)
+    try:
+        for _ in range(600):  # some events written, far from all
+            if output.exists() and output.stat().st_size:
+                break
+            await asyncio.sleep(0.05)
+        output.rename(moved)
+        process.send_signal(signal.SIGHUP)
+        reopened = await until_logged(log, "files_reopened", process)
+        for _ in range(1200):
+            if len(ids_in(moved)) + len(ids_in(output) if output.exists() else []) >= 1800:
+                break
+            assert process.returncode is None
+            await asyncio.sleep(0.1)
+        assert process.returncode is None  # still running after the SIGHUP and all the work
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert (reopened["signal"], reopened["sinks"]) == ("SIGHUP", ["local"])
+    before, after = ids_in(moved), ids_in(output)
+    assert before  # some events before the rotation
+    assert after  # and some after it
+    assert len(before) + len(after) == 1800
+    assert set(before) | set(after) == expected_ids(records)
+    assert [entry["event"] for entry in log_events(log)].count("collector_stopped") == 1
+
+
+async def test_sighup_during_run_once_is_harmless(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """`run --once` gets a SIGHUP mid-way: it reopens, finishes, delivers everything and exits 0."""
+    sim: FakeMimecast = await make_sim(rate_limit=6, rate_window_ms=1000)
+    records = seed(sim, 300, days=1)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 50})
+    log = tmp_path / "collector.log"
+    process = await start_collector(config, log, "--once")
+    try:
+        await until_logged(log, "collector_started", process)
+        process.send_signal(signal.SIGHUP)
+        await until_logged(log, "files_reopened", process)
+        assert await asyncio.wait_for(process.wait(), timeout=120) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
+    assert [entry["event"] for entry in log_events(log)].count("collector_stopped") == 1
+
+
+async def test_sighup_while_shutting_down_does_not_kill(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """A SIGHUP during the shutdown grace (a sink still retrying) is handled; the collector stops cleanly."""
+    sim: FakeMimecast = await make_sim()
+    seed(sim, 100, days=1)
+    down = table("sinks.down", {"type": "http", "url": "http://127.0.0.1:9/", "retry_max_secs": 1})
+    config = write_config(tmp_path, sim.base_url, extra_tables=down)
+    config.write_text(config.read_text().replace("shutdown_grace_secs = 10", "shutdown_grace_secs = 5"))
+    log = tmp_path / "collector.log"
+    process = await start_collector(config, log)
+    try:
+        await until_logged(log, "sink_delivery_failed", process)  # the "down" sink has a backlog to drain
+        process.send_signal(signal.SIGTERM)
+        await until_logged(log, "shutdown_started", process)
+        process.send_signal(signal.SIGHUP)
+        await until_logged(log, "files_reopened", process)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+    stopped = [entry for entry in log_events(log) if entry["event"] == "collector_stopped"]
+    assert [entry["drained"] for entry in stopped] == [False]
+
+
+async def test_failed_reopen_is_logged_and_the_events_wait_in_the_spool(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: Any
+) -> None:
+    """The sink's directory is gone at SIGHUP: one files_reopen_failed line; once it is back, nothing is missing."""
+    sim: FakeMimecast = await make_sim(rate_limit=6, rate_window_ms=1000)
+    records = seed(sim, 300, days=1)
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 50}, sink={"retry_max_secs": 1})
+    collector = Collector(load_config(config), handle_signals=False)
+    out, moved = tmp_path / "out", tmp_path / "out-old"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collector.run)
+        with anyio.fail_after(30):
+            while not (out / "events.jsonl").exists():  # noqa: ASYNC110 - polling a file
+                await anyio.sleep(0.05)
+        out.rename(moved)
+        out.write_text("a file where the directory was")
+        assert await collector.reopen_files() == []
+        out.unlink()
+        with anyio.fail_after(60):
+            while len(ids_in(moved / "events.jsonl")) + len(delivered_ids(out) if out.exists() else []) < 900:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        collector.request_stop()
+    failures = [orjson.loads(line) for line in log_buffer.getvalue().splitlines() if "files_reopen_failed" in line]
+    assert [(f["sinks"], list(f["failed"])) for f in failures] == [([], ["local"])]
+    assert failures[0]["failed"]["local"].startswith(f"cannot open {out / 'events.jsonl'}: ")
+    delivered = ids_in(moved / "events.jsonl") + delivered_ids(out)
+    assert sorted(delivered) == sorted(expected_ids(records))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from collector.options import option
 from collector.telemetry import Telemetry
@@ -38,7 +38,10 @@ class OutEvent(NamedTuple):  # built per event per sink: a tuple is cheaper than
 
 
 class Sink(Protocol):
-    """A delivery target. ``send_batch`` returns only once the batch is durably accepted."""
+    """A delivery target. ``send_batch`` returns only once the batch is durably accepted.
+
+    A sink that keeps a local file open also implements :class:`Reopenable`; network sinks do not.
+    """
 
     async def open(self) -> None: ...
 
@@ -49,6 +52,16 @@ class Sink(Protocol):
 
     async def health_check(self) -> None:
         """Raise :class:`~collector.errors.SinkError` if the target cannot take events now."""
+
+
+@runtime_checkable
+class Reopenable(Protocol):
+    """Optional part of a sink: the collector calls it on SIGHUP (logrotate's ``postrotate``)."""
+
+    async def reopen(self) -> None:
+        """Close the files this sink keeps open and open their paths again, never splitting a batch
+        between the old and the new file; raise :class:`~collector.errors.SinkError` if one cannot
+        be opened (the sink must then open it again before its next batch)."""
 
 
 @dataclass(frozen=True)

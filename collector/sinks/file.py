@@ -3,6 +3,10 @@
 A batch is written with one ``write`` and (by default) fsynced before ``send_batch`` returns, so the
 dispatcher only saves its offset for bytes that are on disk. A torn last line left by a power cut
 is trimmed at open: that batch was never acknowledged and is written again from the spool.
+
+:meth:`FileSink.reopen` (SIGHUP, after logrotate moved the file away) closes the file and opens its
+path again. It waits for a batch being written, so every batch lands whole in the old file or whole
+in the new one.
 """
 
 from __future__ import annotations
@@ -48,20 +52,35 @@ class FileSink:
         self._fd: int | None = None
         self._size = 0
         self._mode = int(settings.file_mode, 8)
+        # One worker-thread operation on the descriptor at a time. The worker is never abandoned on
+        # cancellation, so whoever holds this sees the descriptor only between whole operations.
+        self._file_lock = anyio.Lock()
 
     async def open(self) -> None:
-        await anyio.to_thread.run_sync(self._open)
+        async with self._file_lock:
+            await anyio.to_thread.run_sync(self._open)
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
         if not events:
             return
         payload = b"\n".join(e.line for e in events) + b"\n"
-        await anyio.to_thread.run_sync(self._write, payload)
+        async with self._file_lock:
+            await anyio.to_thread.run_sync(self._write, payload)
+
+    async def reopen(self) -> None:
+        """Close the file and open ``path`` again (creating it): logrotate has moved the old one away.
+
+        A closed sink stays closed: the next batch opens the file anyway. If the path cannot be
+        opened now, SinkError; the next batch tries again and stays spooled until it can.
+        """
+        async with self._file_lock:
+            await anyio.to_thread.run_sync(self._reopen)
 
     async def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        async with self._file_lock:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)
 
     async def health_check(self) -> None:
         await anyio.to_thread.run_sync(self._check_writable)
@@ -79,6 +98,13 @@ class FileSink:
         except OSError as exc:
             raise SinkError(f"cannot open {path}: {exc.strerror}") from None
         self._fd = fd
+
+    def _reopen(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.close(fd)  # the old file was fsynced with its last batch
+        self._open()
 
     def _write(self, payload: bytes) -> None:
         if self._fd is None:
