@@ -15,7 +15,7 @@ import time
 import aiohttp
 import orjson
 
-from collector.auth import HmacAuth
+from collector.api.auth import HmacAuth
 from collector.simulator import SimSettings
 from collector.timeutil import api_date
 

@@ -15,7 +15,13 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
-from collector.app import (
+from collector.api.errors import ConfigError, StartupError, StoreError
+from collector.config import Config, load_config
+from collector.config.loader import config_time
+from collector.demo import prepare, run_demo
+from collector.logs import LEVELS, configure_logging, get_logger
+from collector.logtypes import LOG_TYPES
+from collector.service.app import (
     EXIT_CANTCREAT,
     EXIT_IOERR,
     EXIT_SOFTWARE,
@@ -24,14 +30,8 @@ from collector.app import (
     check_sinks,
     register_config_secrets,
 )
-from collector.config import Config, load_config
-from collector.config.loader import config_time
-from collector.demo import prepare, run_demo
-from collector.errors import ConfigError, StartupError, StoreError
-from collector.logs import LEVELS, configure_logging, get_logger
-from collector.logtypes import LOG_TYPES
-from collector.status import render_status, status_report
-from collector.store import Store
+from collector.service.status import render_status, status_report
+from collector.state.store import Store
 from collector.timeutil import iso
 
 EX_USAGE = 64

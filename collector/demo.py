@@ -13,11 +13,11 @@ from typing import TextIO
 
 import anyio
 
-from collector.app import Collector
 from collector.config import load_config
 from collector.logtypes import LOG_TYPES
+from collector.service.app import Collector
+from collector.service.telemetry import Telemetry
 from collector.simulator import FakeMimecast, SimSettings, generate
-from collector.telemetry import Telemetry
 from collector.timeutil import iso
 
 DEMO_DAYS = 3

@@ -20,12 +20,12 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.auth import HmacAuth
-from collector.client import MimecastClient, Page
-from collector.errors import ApiError
-from collector.limiter import PacingModel
-from collector.pacer import Pacer, PacerRegistry
-from collector.telemetry import Telemetry
+from collector.api.auth import HmacAuth
+from collector.api.client import MimecastClient, Page
+from collector.api.errors import ApiError
+from collector.api.limiter import PacingModel
+from collector.api.pacer import Pacer, PacerRegistry
+from collector.service.telemetry import Telemetry
 from tests.rawhttp import RawHttpServer, RawRequest, response_head
 from tests.test_client import (
     ACCESS_KEY,

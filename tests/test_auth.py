@@ -18,8 +18,8 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from collector.auth import HmacAuth, OAuth2Auth, hmac_signature
-from collector.errors import Action, ApiError
+from collector.api.auth import HmacAuth, OAuth2Auth, hmac_signature
+from collector.api.errors import Action, ApiError
 from collector.logs import redact, secrets_masked
 from collector.simulator import FakeMimecast, SimSettings
 from tests.helpers import MockResponse

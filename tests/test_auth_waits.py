@@ -8,8 +8,8 @@ import orjson
 import pytest
 from aioresponses import aioresponses
 
-from collector.auth import OAuth2Auth
-from collector.errors import ApiError
+from collector.api.auth import OAuth2Auth
+from collector.api.errors import ApiError
 from tests.helpers import MockResponse
 
 BASE = "https://api.services.mimecast.example"

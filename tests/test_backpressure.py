@@ -10,12 +10,12 @@ import anyio
 import orjson
 import pytest
 
-from collector.backpressure import SpoolGate
 from collector.config.model import StateConfig
-from collector.dispatcher import SpoolSignal
+from collector.delivery.backpressure import SpoolGate
+from collector.delivery.dispatcher import SpoolSignal
 from collector.logtypes import Event, serialize
-from collector.store import Store
-from collector.telemetry import Telemetry
+from collector.service.telemetry import Telemetry
+from collector.state.store import Store
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.cef import CEF_FIELDS, encode_cef
+from collector.encodings.cef import CEF_FIELDS, encode_cef
 from collector.logtypes import LOG_TYPES, build_event, serialize
 from tests.helpers import fixture_event_doc, fixture_records
 
@@ -319,7 +319,7 @@ SEVERITY_CASES = [
 def test_signature_name_and_severity_follow_the_table(
     name: str, changes: dict[str, Any], signature: str, title: str, severity: str
 ) -> None:
-    """Signature ID, Name and Severity per log type and verdict, as documented in collector.cef."""
+    """Signature ID, Name and Severity per log type and verdict, as documented in collector.encodings.cef."""
     _, header, _ = encode(fixture_event_doc(name, **changes))
     assert header[4:] == [signature, title, severity]
 

@@ -11,9 +11,9 @@ import anyio
 import orjson
 import pytest
 
-from collector.app import StateLock
 from collector.cli import main
 from collector.config import load_config
+from collector.service.app import StateLock
 from collector.simulator import FakeMimecast
 from tests.helpers import SIM, account_options, delivered_ids, expected_ids, run_cli, seed, table, write_config
 from tests.test_end_to_end import run_once

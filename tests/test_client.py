@@ -22,16 +22,16 @@ from aiohttp import web
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from collector.app import register_config_secrets
-from collector.auth import HmacAuth, OAuth2Auth
-from collector.client import MimecastClient, Page, parse_answer
+from collector.api.auth import HmacAuth, OAuth2Auth
+from collector.api.client import MimecastClient, Page, parse_answer
+from collector.api.errors import Action, ApiError
+from collector.api.limiter import PacingModel
+from collector.api.pacer import Pacer, PacerRegistry
 from collector.config.model import AccountConfig, Config, ServiceConfig, StateConfig
-from collector.errors import Action, ApiError
-from collector.limiter import PacingModel
-from collector.options import Secret
-from collector.pacer import Pacer, PacerRegistry
+from collector.config.options import Secret
+from collector.service.app import register_config_secrets
+from collector.service.telemetry import Telemetry
 from collector.simulator import FakeMimecast, SimSettings, generate
-from collector.telemetry import Telemetry
 from collector.timeutil import api_date
 from tests.helpers import MockResponse
 

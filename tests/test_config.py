@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from collector.api.errors import ConfigError
 from collector.cli import main
 from collector.config import AccountConfig, StateConfig, load_config
 from collector.config.loader import config_time
 from collector.config.model import ServiceConfig
-from collector.errors import ConfigError
 from collector.logtypes import LOG_TYPES
 from collector.sinks import SINK_TYPES
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from collector.api.errors import ConfigError
 from collector.config import AccountConfig, StateConfig, StreamOptions, load_config
 from collector.config.model import ServiceConfig
-from collector.errors import ConfigError
+from collector.config.options import known_keys
 from collector.logtypes import LOG_TYPES
-from collector.options import known_keys
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
 from tests.test_config_values import ACCOUNT, SINK_TABLES, config_text

@@ -12,12 +12,12 @@ import anyio
 import orjson
 import pytest
 
-from collector.dispatcher import Dispatcher, SpoolSignal
-from collector.errors import SinkError
+from collector.api.errors import SinkError
+from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logtypes.base import Event
+from collector.service.telemetry import Telemetry
 from collector.sinks.base import OutEvent, SinkSettings
-from collector.store import Store
-from collector.telemetry import Telemetry
+from collector.state.store import Store
 
 
 class MemorySink:

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from collector.app import Collector, RunResult
 from collector.config import load_config
+from collector.service.app import Collector, RunResult
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from collector.errors import (
+from collector.api.errors import (
     FAIL_CODE_ACTIONS,
     Action,
     ApiError,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from collector.errors import ConfigError, SinkError
+from collector.api.errors import ConfigError, SinkError
 from collector.sinks.base import OutEvent
 from collector.sinks.file import FileSink, FileSinkSettings, write_all
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from collector.errors import SinkError
+from collector.api.errors import SinkError
 from collector.sinks import file as file_sink
 from collector.sinks.file import FileSink, FileSinkSettings
 from tests.test_file_sink import line, numbers, out

@@ -18,13 +18,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from collector.auth import HmacAuth, OAuth2Auth
-from collector.client import MimecastClient, Page
+from collector.api.auth import HmacAuth, OAuth2Auth
+from collector.api.client import MimecastClient, Page
+from collector.api.errors import Action, ApiError
 from collector.config.model import AccountConfig
-from collector.errors import Action, ApiError
-from collector.options import Secret
-from collector.store import Store
-from collector.telemetry import Telemetry
+from collector.config.options import Secret
+from collector.service.telemetry import Telemetry
+from collector.state.store import Store
 from tests.helpers import start_collector, write_config
 from tests.rawhttp import Answer, RawHttpServer, RawRequest, fixed, response_head
 from tests.test_client import (

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.leef import LEEF_FIELDS, encode_leef
+from collector.encodings.leef import LEEF_FIELDS, encode_leef
 from collector.logtypes import LOG_TYPES, build_event, serialize
 from tests.helpers import fixture_event_doc, fixture_records
 

@@ -1,4 +1,4 @@
-"""Table-driven scenarios for :class:`collector.limiter.PacingModel` on a fake clock.
+"""Table-driven scenarios for :class:`collector.api.limiter.PacingModel` on a fake clock.
 
 A tiny fixed-window server (``limit`` calls per ``window_secs``, windows aligned on multiples of the
 window) answers with the Mimecast rate-limit headers; :func:`drive` runs the model against it the way
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from collector.limiter import PacingModel, RateHeaders, throttle_wait_secs
+from collector.api.limiter import PacingModel, RateHeaders, throttle_wait_secs
 
 SEED = 20240611
 LATENCY = 0.05

@@ -1,4 +1,4 @@
-"""Table-driven :class:`collector.limiter.PacingModel` scenarios for server-given waits: every wait is
+"""Table-driven :class:`collector.api.limiter.PacingModel` scenarios for server-given waits: every wait is
 capped at ``max_wait_secs`` (and the model says so), and a server that sends its rate-limit headers
 only on 429s is paced from what the 429 taught, by counting calls, instead of throttled once a period.
 """
@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from collector.limiter import BUCKET_EMPTY, PACED, RATE_LIMITED, RateHeaders, ServerWait, WaitCap, throttle_wait_secs
+from collector.api.limiter import (
+    BUCKET_EMPTY,
+    PACED,
+    RATE_LIMITED,
+    RateHeaders,
+    ServerWait,
+    WaitCap,
+    throttle_wait_secs,
+)
 from tests.test_limiter import Answer, drive, make_model, rate_headers, throttled
 
 TEN_YEARS_MS = 10 * 365 * 86_400 * 1000

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.encoders import ENCODERS, encode_json, encode_raw
+from collector.encodings.formats import ENCODERS, encode_json, encode_raw
 from collector.logtypes import LOG_TYPES, LogType, build_event, dedup_key, serialize
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
 from collector.simulator.data import GENERATORS

@@ -1,4 +1,4 @@
-"""Tests for :class:`collector.pacer.Pacer`: fairness between streams, the in-flight cap, tickets, cancellation.
+"""Tests for :class:`collector.api.pacer.Pacer`: fairness between streams, the in-flight cap, tickets, cancellation.
 
 Most tests use a model that never asks to wait (no rate headers and a zero fallback interval) and a
 fake clock that ticks forward on every read, so grants depend only on the pacer's own rules and the
@@ -18,8 +18,8 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import TaskGroup
 
-from collector.limiter import RATE_LIMITED, PacingModel, ServerWait, WaitCap
-from collector.pacer import Pacer, PacerRegistry, Ticket
+from collector.api.limiter import RATE_LIMITED, PacingModel, ServerWait, WaitCap
+from collector.api.pacer import Pacer, PacerRegistry, Ticket
 
 SEED = 20240611
 DEADLINE_SECS = 2.0  # generous bound so a broken pacer fails instead of hanging

@@ -13,16 +13,16 @@ import anyio
 import orjson
 import pytest
 
-from collector.app import Collector
-from collector.client import Page
+from collector.api.client import Page
+from collector.api.errors import Action, ApiError
+from collector.collect.poller import Poller, StreamSpec
 from collector.config import load_config
 from collector.config.model import AccountConfig
-from collector.errors import Action, ApiError
 from collector.logtypes import LOG_TYPES
-from collector.poller import Poller, StreamSpec
+from collector.service.app import Collector
+from collector.service.telemetry import Telemetry
 from collector.simulator import FakeMimecast, SimRecord, generate
-from collector.store import Store
-from collector.telemetry import Telemetry
+from collector.state.store import Store
 from collector.timeutil import iso
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
 from tests.test_end_to_end import run_once

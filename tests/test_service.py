@@ -17,11 +17,11 @@ import aiohttp
 import anyio
 import orjson
 
-from collector.app import Collector
 from collector.config import load_config
+from collector.service.app import Collector
+from collector.service.status import status_report
 from collector.simulator import FakeMimecast
-from collector.status import status_report
-from collector.store import Store
+from collector.state.store import Store
 from tests.helpers import delivered_ids, expected_ids, seed, start_collector, table, write_config
 
 FAST_FAILURE = {"poll_interval_secs": 1, "request_timeout_secs": 1, "retry_max_secs": 1, "connect_timeout_secs": 1}

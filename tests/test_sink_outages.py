@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import orjson
 
-from collector.app import Collector
 from collector.config import load_config
+from collector.service.app import Collector
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, table, write_config
 from tests.receivers import FakeElasticsearch, FakeHec, Misbehave

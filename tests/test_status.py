@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from collector.config import load_config
-from collector.status import render_status, status_report
-from collector.store import Store
+from collector.service.status import render_status, status_report
+from collector.state.store import Store
 from tests.helpers import write_config
 
 LONG_REPORT: dict[str, Any] = {

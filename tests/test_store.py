@@ -16,9 +16,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from collector.errors import StoreError
+from collector.api.errors import StoreError
 from collector.logtypes.base import Event
-from collector.store import PageResult, SpoolRow, Store, StreamState
+from collector.state.store import PageResult, SpoolRow, Store, StreamState
 
 START = 1_000
 CORRUPT = random.Random(7).randbytes(8192)
@@ -503,8 +503,8 @@ def test_failed_open_does_not_keep_the_process_alive(tmp_path: Path) -> None:
     script = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
-        "from collector.errors import StoreError\n"
-        "from collector.store import Store\n"
+        "from collector.api.errors import StoreError\n"
+        "from collector.state.store import Store\n"
         "async def main():\n"
         "    try:\n"
         "        await Store.open(Path(sys.argv[1]))\n"

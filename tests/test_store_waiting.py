@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.store import Store
+from collector.state.store import Store
 
 # The streams table as schema 2 wrote it: no wait columns.
 STREAMS_V2 = """

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collector.errors import StoreError
-from collector.telemetry import Telemetry
+from collector.api.errors import StoreError
+from collector.service.telemetry import Telemetry
 
 LABELS = {"account": "acme", "log_type": "ttp_url"}
 

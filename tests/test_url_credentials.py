@@ -13,10 +13,10 @@ import anyio
 import orjson
 import pytest
 
-from collector.app import Collector, register_config_secrets
+from collector.api.errors import ConfigError
 from collector.config import load_config
-from collector.errors import ConfigError
 from collector.logs import configure_logging, get_logger, redact
+from collector.service.app import Collector, register_config_secrets
 from collector.simulator import FakeMimecast
 from collector.sinks.http import HttpSinkSettings
 from tests.helpers import run_cli, seed, table, write_config

@@ -15,10 +15,10 @@ import aiohttp
 import anyio
 import orjson
 
-from collector.body import ACCEPT_ENCODING, read_capped
+from collector.api.body import ACCEPT_ENCODING, read_capped
+from collector.api.errors import REDIRECT_STATUSES, Action, AnswerTooLarge, ApiError, redirect_error, rule_for_status
+from collector.api.limiter import RateHeaders, throttle_wait_secs
 from collector.config.model import AccountConfig
-from collector.errors import REDIRECT_STATUSES, Action, AnswerTooLarge, ApiError, redirect_error, rule_for_status
-from collector.limiter import RateHeaders, throttle_wait_secs
 from collector.logs import register_secret
 from collector.timeutil import hmac_date
 

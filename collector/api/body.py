@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import anyio.lowlevel
 
-from collector.errors import AnswerTooLarge, AnswerUndecodable
+from collector.api.errors import AnswerTooLarge, AnswerUndecodable
 
 READ_CHUNK_BYTES = 1 << 16
 INFLATE_STEP_BYTES = 1 << 20

@@ -20,10 +20,9 @@ import aiohttp
 import anyio
 import orjson
 
-from collector.auth import Authenticator
-from collector.body import ACCEPT_ENCODING, read_capped
-from collector.config.model import AccountConfig
-from collector.errors import (
+from collector.api.auth import Authenticator
+from collector.api.body import ACCEPT_ENCODING, read_capped
+from collector.api.errors import (
     ANSWER_TOO_LARGE,
     FAIL_CODE_ACTIONS,
     REDIRECT_STATUSES,
@@ -36,10 +35,11 @@ from collector.errors import (
     rule_for_exception,
     rule_for_status,
 )
-from collector.limiter import PacingModel, RateHeaders, ServerWait, WaitCap
+from collector.api.limiter import PacingModel, RateHeaders, ServerWait, WaitCap
+from collector.api.pacer import Pacer, PacerRegistry
+from collector.config.model import AccountConfig
 from collector.logs import get_logger, redact
-from collector.pacer import Pacer, PacerRegistry
-from collector.telemetry import Telemetry
+from collector.service.telemetry import Telemetry
 from collector.tls import client_context
 
 THROTTLE_LOG_EVERY_SECS = 60.0

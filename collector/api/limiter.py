@@ -22,7 +22,7 @@ Mimecast is reported to send no ``x-ratelimit-*`` headers at all until a call is
 counts calls itself (``remaining`` less one per answer, back to ``limit`` every refill period) so a
 backlog is not throttled once per period. Headers on ordinary answers, when they come, win.
 
-The model never sleeps and never reads a clock: callers pass ``now``. :mod:`collector.pacer` runs it.
+The model never sleeps and never reads a clock: callers pass ``now``. :mod:`collector.api.pacer` runs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Runs a :class:`~collector.limiter.PacingModel` for concurrent tasks, fairly.
+"""Runs a :class:`~collector.api.limiter.PacingModel` for concurrent tasks, fairly.
 
 Streams that share a bucket (same credentials, same endpoint) take turns: among the waiters, the
 stream served longest ago goes next, so a busy backfill cannot starve a quiet stream.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from collector.limiter import PacingModel, ServerWait, WaitCap
+from collector.api.limiter import PacingModel, ServerWait, WaitCap
 
 WAIT_SHOWN_SECS = 10.0  # shorter uncapped waits are ordinary pacing, not worth a status change
 #: (stream, the wait or None when it is over, the pacer's clock when it was seen)

@@ -14,14 +14,14 @@ from typing import Any
 
 import anyio
 
-from collector.client import MimecastClient
+from collector.api.client import MimecastClient
+from collector.api.errors import ANSWER_TOO_LARGE, Action, ApiError, StartupError, StoreError
 from collector.config.model import AccountConfig
-from collector.errors import ANSWER_TOO_LARGE, Action, ApiError, StartupError, StoreError
 from collector.logs import get_logger, redact
 from collector.logtypes import LOG_TYPES, LogType, build_event
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
-from collector.store import Store, StreamState
-from collector.telemetry import Telemetry
+from collector.service.telemetry import Telemetry
+from collector.state.store import Store, StreamState
 from collector.timeutil import iso
 
 MAX_WINDOW_RESTARTS = 3  # token rejections / loops in one window before the stream is declared failed

@@ -2,7 +2,7 @@
 
 from collector.config.loader import load_config
 from collector.config.model import AccountConfig, Config, ServiceConfig, StateConfig, StreamOptions
-from collector.options import Secret
+from collector.config.options import Secret
 
 __all__ = [
     "AccountConfig",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from collector.api.errors import ConfigError
 from collector.config.model import (
     HMAC_REGIONS,
     OAUTH2_REGIONS,
@@ -22,9 +23,7 @@ from collector.config.model import (
     StateConfig,
     StreamOptions,
 )
-from collector.errors import ConfigError
-from collector.logtypes import LOG_TYPES, LogType
-from collector.options import (
+from collector.config.options import (
     WRITE_FILE,
     Context,
     Secret,
@@ -37,6 +36,7 @@ from collector.options import (
     require_http_url,
     split_credentials,
 )
+from collector.logtypes import LOG_TYPES, LogType
 from collector.sinks import SINK_TYPES
 from collector.sinks.base import SinkSettings
 from collector.timeutil import parse_config_time

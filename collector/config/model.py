@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.errors import ConfigError
+from collector.api.errors import ConfigError
+from collector.config.options import READ_FILE, WRITE_FILE, Secret, option
 from collector.logtypes import LOG_TYPES
-from collector.options import READ_FILE, WRITE_FILE, Secret, option
 from collector.sinks.base import SinkSettings
 
 DAY = 86_400

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Mapping
 
 from collector.config.model import StateConfig
-from collector.dispatcher import SpoolSignal
+from collector.delivery.dispatcher import SpoolSignal
 from collector.logs import get_logger
-from collector.spool import SpoolUsage
-from collector.store import Store
-from collector.telemetry import Telemetry
+from collector.service.telemetry import Telemetry
+from collector.state.spool import SpoolUsage
+from collector.state.store import Store
 
 CHECK_EVERY_SECS = 1.0
 

@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from collector.encoders import ENCODERS
-from collector.errors import SinkError, backoff_secs
+from collector.api.errors import SinkError, backoff_secs
+from collector.encodings.formats import ENCODERS
 from collector.logs import get_logger, redact
+from collector.service.telemetry import Telemetry
 from collector.sinks.base import OutEvent, Reopenable, Sink, SinkSettings
-from collector.spool import SpoolRow
-from collector.store import Store
-from collector.telemetry import Telemetry
+from collector.state.spool import SpoolRow
+from collector.state.store import Store
 
 IDLE_POLL_SECS = 1.0
 

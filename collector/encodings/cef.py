@@ -3,7 +3,7 @@
 ``CEF:0|Mimecast|<observer.product>|1.0|<Signature ID>|<Name>|<Severity>|<extension>``
 
 Header per log type ("malicious" is the normalizer's verdict: ECS ``event.type`` holds ``indicator``,
-i.e. ``scanResult`` is malicious or ``taggedMalicious`` is true; collector.leef uses the same ids and
+i.e. ``scanResult`` is malicious or ``taggedMalicious`` is true; collector.encodings.leef uses the same ids and
 severities, so both formats rank an event alike):
 
     log type             Signature ID                  Name                             Severity
@@ -62,14 +62,14 @@ class Labeled:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the header says about one event (shared with collector.leef so both formats agree)."""
+    """What the header says about one event (shared with collector.encodings.leef so both formats agree)."""
 
     event_id: str
     name: str
     severity: int
 
 
-# --- reading the event (shared with collector.leef) ------------------------------------------------
+# --- reading the event (shared with collector.encodings.leef) ------------------------------------------------
 
 
 def lookup(doc: Doc, source: Source) -> Any:

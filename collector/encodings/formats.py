@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from collector.cef import encode_cef
-from collector.leef import encode_leef
+from collector.encodings.cef import encode_cef
+from collector.encodings.leef import encode_leef
 
 Encoder = Callable[[bytes], bytes]
 

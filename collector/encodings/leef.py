@@ -2,8 +2,8 @@
 
 ``LEEF:2.0|Mimecast|<observer.product>|1.0|<EventID>|x09|devTime=...<TAB>devTimeFormat=...<TAB>sev=...``
 
-EventID and ``sev`` (1-10) are the CEF Signature ID and Severity, from :func:`collector.cef.classify`
-(table in collector.cef): ``ttp_url:<action>``, ``ttp_impersonation:<action>``,
+EventID and ``sev`` (1-10) are the CEF Signature ID and Severity, from :func:`collector.encodings.cef.classify`
+(table in collector.encodings.cef): ``ttp_url:<action>``, ``ttp_impersonation:<action>``,
 ``archive_search:search`` / ``archive_search:admin_search``, ``<log type>:unparsed`` for records tagged
 mimecast_normalize_error. Attributes are declared per log type in :data:`LEEF_FIELDS` (attribute ->
 dotted ECS path or getter); predefined LEEF keys where one fits (``src``, ``usrName``, ``url``, ``cat``,
@@ -17,7 +17,7 @@ Escaping: LEEF defines none for attribute values, so this encoder guarantees the
 breaks never appear raw: a backslash becomes ``\\\\``, a tab ``\\t``, LF ``\\n``, CR ``\\r``. ``=`` needs
 no escape (a pair splits at its first ``=``) nor does ``|`` (the header ends at the sixth unescaped
 pipe). Header fields escape ``\\`` and ``|`` with a backslash, and line breaks become spaces. Values are
-cut to :data:`collector.cef.MAX_VALUE_CHARS` characters before escaping. ``devTime`` is the event time
+cut to :data:`collector.encodings.cef.MAX_VALUE_CHARS` characters before escaping. ``devTime`` is the event time
 in UTC with milliseconds, described by ``devTimeFormat`` (Java SimpleDateFormat).
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.cef import (
+from collector.encodings.cef import (
     DEVICE_VERSION,
     UNPARSED,
     VENDOR,

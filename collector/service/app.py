@@ -27,23 +27,23 @@ import aiohttp
 import anyio
 
 from collector import __version__
-from collector.auth import make_authenticator
-from collector.backpressure import SpoolGate
-from collector.client import MimecastClient, tls_setting
+from collector.api.auth import make_authenticator
+from collector.api.client import MimecastClient, tls_setting
+from collector.api.errors import SinkError, StartupError, StoreError
+from collector.api.pacer import PacerRegistry
+from collector.collect.poller import Poller, StreamSpec
 from collector.config.model import AccountConfig, Config
-from collector.db import create_private, narrow_mode
-from collector.dispatcher import Dispatcher, SpoolSignal
-from collector.errors import SinkError, StartupError, StoreError
-from collector.health import HealthServer
+from collector.config.options import Secret
+from collector.delivery.backpressure import SpoolGate
+from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logs import get_logger, redact, register_secret
-from collector.options import Secret
-from collector.pacer import PacerRegistry
-from collector.poller import Poller, StreamSpec
+from collector.service.health import HealthServer
+from collector.service.systemd import Notifier
+from collector.service.telemetry import Telemetry
 from collector.sinks import SinkContext, create_sink
 from collector.sinks.base import SinkSettings
-from collector.store import Store
-from collector.systemd import Notifier
-from collector.telemetry import Telemetry
+from collector.state.db import create_private, narrow_mode
+from collector.state.store import Store
 from collector.timeutil import iso
 
 EXIT_OK = 0

@@ -13,8 +13,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector.poller import Poller
-from collector.telemetry import Telemetry
+from collector.collect.poller import Poller
+from collector.service.telemetry import Telemetry
 from collector.timeutil import iso
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from collector.config.model import Config
-from collector.store import Store
+from collector.state.store import Store
 from collector.timeutil import iso
 
 

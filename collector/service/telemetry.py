@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.errors import StoreError
+from collector.api.errors import StoreError
 from collector.logs import get_logger
 
 STREAM = ("account", "log_type")

@@ -25,7 +25,7 @@ import anyio
 import orjson
 from aiohttp import web
 
-from collector.auth import hmac_signature
+from collector.api.auth import hmac_signature
 from collector.simulator.data import SimRecord
 from collector.simulator.paging import ENDPOINTS, Endpoint, PageTokens, RecordIndex, TokenError, parse_query
 from collector.timeutil import parse_hmac_date

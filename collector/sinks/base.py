@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from collector.options import option
-from collector.telemetry import Telemetry
+from collector.config.options import option
+from collector.service.telemetry import Telemetry
 
 FORMATS = ("json", "raw", "cef", "leef")
 
@@ -46,12 +46,12 @@ class Sink(Protocol):
     async def open(self) -> None: ...
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
-        """Deliver all of ``events`` or raise :class:`~collector.errors.SinkError`."""
+        """Deliver all of ``events`` or raise :class:`~collector.api.errors.SinkError`."""
 
     async def close(self) -> None: ...
 
     async def health_check(self) -> None:
-        """Raise :class:`~collector.errors.SinkError` if the target cannot take events now."""
+        """Raise :class:`~collector.api.errors.SinkError` if the target cannot take events now."""
 
 
 @runtime_checkable
@@ -60,7 +60,7 @@ class Reopenable(Protocol):
 
     async def reopen(self) -> None:
         """Close the files this sink keeps open and open their paths again, never splitting a batch
-        between the old and the new file; raise :class:`~collector.errors.SinkError` if one cannot
+        between the old and the new file; raise :class:`~collector.api.errors.SinkError` if one cannot
         be opened (the sink must then open it again before its next batch)."""
 
 

@@ -30,9 +30,9 @@ from typing import Any
 import anyio
 import orjson
 
-from collector.errors import ConfigError, SinkError
+from collector.api.errors import ConfigError, SinkError
+from collector.config.options import WRITE_FILE, Secret, option
 from collector.logs import get_logger
-from collector.options import WRITE_FILE, Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.sinks.file import write_all
 from collector.sinks.httpbase import (

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import anyio
 
-from collector.errors import ConfigError, SinkError
-from collector.options import WRITE_FILE, option
+from collector.api.errors import ConfigError, SinkError
+from collector.config.options import WRITE_FILE, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 
 _TAIL_CHUNK = 64 * 1024

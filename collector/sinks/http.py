@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from collector.options import option
+from collector.config.options import option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.sinks.httpbase import HttpClient, HttpSettings, HttpSinkBase
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from collector.errors import ConfigError, SinkError
-from collector.options import READ_FILE, Secret, option, require_http_url, split_credentials
+from collector.api.errors import ConfigError, SinkError
+from collector.config.options import READ_FILE, Secret, option, require_http_url, split_credentials
 from collector.sinks.base import SinkSettings
 from collector.tls import client_context
 

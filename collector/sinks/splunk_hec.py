@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from collector.errors import ConfigError, SinkError
-from collector.options import Secret, option
+from collector.api.errors import ConfigError, SinkError
+from collector.config.options import Secret, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.sinks.httpbase import HttpClient, HttpSettings, HttpSinkBase, join_url
 

@@ -50,9 +50,9 @@ from typing import Any
 
 import orjson
 
-from collector.errors import ConfigError, SinkError
+from collector.api.errors import ConfigError, SinkError
+from collector.config.options import READ_FILE, option
 from collector.logs import get_logger
-from collector.options import READ_FILE, option
 from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
 from collector.tls import client_context
 

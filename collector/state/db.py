@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import anyio
 
-from collector.errors import StoreError
+from collector.api.errors import StoreError
 from collector.logs import get_logger
 
 SCHEMA_VERSION = 3

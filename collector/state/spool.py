@@ -1,6 +1,6 @@
 """The spool and the sinks' offsets: what each sink has delivered, and what may be deleted.
 
-Rows are appended by :meth:`collector.store.Store.commit_page` and deleted from the low end only
+Rows are appended by :meth:`collector.state.store.Store.commit_page` and deleted from the low end only
 (once every sink has them, or by the ``drop_oldest`` policy), so sequence numbers in the spool are
 contiguous: counts are subtractions, never scans.
 """
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from collector.db import Connection, Database
+from collector.state.db import Connection, Database
 
 
 class SpoolRow(NamedTuple):  # a tuple: thousands are built per second, dataclasses cost 3x more

@@ -2,7 +2,7 @@
 
 The guarantee the whole collector rests on: :meth:`Store.commit_page` writes a page's new events
 and the stream's next position in ONE transaction, so after a crash both or neither are there.
-The spool and sink offsets live in :mod:`collector.spool`, the connection in :mod:`collector.db`.
+The spool and sink offsets live in :mod:`collector.state.spool`, the connection in :mod:`collector.state.db`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from collector.db import describe_failure
 from collector.logtypes import Event, serialize
-from collector.spool import Spool, SpoolRow
+from collector.state.db import describe_failure
+from collector.state.spool import Spool, SpoolRow
 
 __all__ = ["PageResult", "SpoolRow", "Store", "StreamState", "describe_failure"]
 _ROWS_PER_INSERT = 500  # well under SQLite's limit of 32,766 bound parameters per statement

@@ -14,8 +14,8 @@ from typing import Any
 
 import anyio
 
-from collector.app import Collector
 from collector.config import load_config
+from collector.service.app import Collector
 from collector.simulator import FakeMimecast, SimRecord, generate
 from collector.timeutil import iso
 from tests.helpers import delivered_ids, expected_ids, write_config
