@@ -15,8 +15,8 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
-from collector.api.errors import ConfigError, StartupError, StoreError
 from collector.config import Config, load_config
+from collector.config.errors import ConfigError
 from collector.config.loader import config_time
 from collector.demo import prepare, run_demo
 from collector.logs import LEVELS, configure_logging, get_logger
@@ -26,11 +26,13 @@ from collector.service.app import (
     EXIT_IOERR,
     EXIT_SOFTWARE,
     Collector,
+    StartupError,
     StateLock,
     check_sinks,
     register_config_secrets,
 )
 from collector.service.status import render_status, status_report
+from collector.state.db import StoreError
 from collector.state.store import Store
 from collector.timeutil import iso
 

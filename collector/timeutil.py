@@ -6,6 +6,7 @@ only hide events that share the boundary second.
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -75,3 +76,12 @@ def doubling_secs(first_secs: float, n: int, max_secs: float) -> float:
     Retry and 429 counters have no bound (retries never give up); the exponent has one.
     """
     return min(max_secs, first_secs * 2.0 ** min(n - 1, _MAX_DOUBLINGS))
+
+
+BACKOFF_BASE_SECS = 0.5
+
+
+def backoff_secs(attempt: int, max_secs: float, rng: random.Random) -> float:
+    """The wait before retry number ``attempt`` (1-based): doubling from 0.5 s up to ``max_secs``,
+    jittered to 50-100% so retries from many tasks spread out."""
+    return doubling_secs(BACKOFF_BASE_SECS, attempt, max_secs) * rng.uniform(0.5, 1.0)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.api.errors import ConfigError
 from collector.cli import main
 from collector.config import AccountConfig, StateConfig, load_config
+from collector.config.errors import ConfigError
 from collector.config.loader import config_time
 from collector.config.model import ServiceConfig
 from collector.logtypes import LOG_TYPES

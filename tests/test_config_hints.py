@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from collector.api.errors import ConfigError
 from collector.config import AccountConfig, StateConfig, StreamOptions, load_config
+from collector.config.errors import ConfigError
 from collector.config.model import ServiceConfig
 from collector.config.options import known_keys
 from collector.logtypes import LOG_TYPES

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trustme
 
-from collector.api.errors import ConfigError
 from collector.config import AccountConfig, StateConfig, StreamOptions, load_config
+from collector.config.errors import ConfigError
 from collector.config.model import ServiceConfig
 from collector.sinks import SINK_TYPES
 from tests.helpers import run_cli

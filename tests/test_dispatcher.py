@@ -12,11 +12,10 @@ import anyio
 import orjson
 import pytest
 
-from collector.api.errors import SinkError
 from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logtypes.base import Event
 from collector.service.telemetry import Telemetry
-from collector.sinks.base import OutEvent, SinkSettings
+from collector.sinks.base import OutEvent, SinkError, SinkSettings
 from collector.state.store import Store
 
 

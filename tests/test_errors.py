@@ -10,16 +10,9 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from collector.api.errors import (
-    FAIL_CODE_ACTIONS,
-    Action,
-    ApiError,
-    CollectorError,
-    ConfigError,
-    backoff_secs,
-    rule_for_exception,
-    rule_for_status,
-)
+from collector.api.errors import FAIL_CODE_ACTIONS, Action, ApiError, rule_for_exception, rule_for_status
+from collector.config.errors import CollectorError, ConfigError
+from collector.timeutil import backoff_secs
 
 # status, oauth2, action, a word the hint must contain (None: no hint expected)
 STATUS_TABLE: list[tuple[int, bool, Action, str | None]] = [

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from collector.api.errors import ConfigError, SinkError
-from collector.sinks.base import OutEvent
+from collector.config.errors import ConfigError
+from collector.sinks.base import OutEvent, SinkError
 from collector.sinks.file import FileSink, FileSinkSettings, write_all
 
 MakeSink = Callable[..., FileSink]

@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from collector.api.errors import SinkError
 from collector.sinks import file as file_sink
+from collector.sinks.base import SinkError
 from collector.sinks.file import FileSink, FileSinkSettings
 from tests.test_file_sink import line, numbers, out
 

@@ -23,13 +23,13 @@ import pytest
 import trustme
 from aiohttp import web
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import Context, Secret, build
 from collector.encodings.cef import encode_cef
 from collector.logtypes import LOG_TYPES, build_event, serialize
 from collector.service.telemetry import Telemetry
 from collector.simulator.data import generate
-from collector.sinks.base import OutEvent, Sink, SinkContext, SinkSettings
+from collector.sinks.base import OutEvent, Sink, SinkContext, SinkError, SinkSettings
 from collector.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink
 from collector.sinks.http import HttpSink, HttpSinkSettings
 from collector.sinks.splunk_hec import SplunkHecSettings, SplunkHecSink

@@ -13,9 +13,9 @@ import anyio
 import orjson
 import pytest
 
-from collector.api.errors import StoreError
 from collector.logtypes.base import Event
 from collector.service.app import StateLock
+from collector.state.db import StoreError
 from collector.state.store import Store
 
 # A crashed collector of an older version, run under umask 022: the state, -wal and -shm stay behind, 0644.

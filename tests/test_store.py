@@ -16,8 +16,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from collector.api.errors import StoreError
 from collector.logtypes.base import Event
+from collector.state.db import StoreError
 from collector.state.store import PageResult, SpoolRow, Store, StreamState
 
 START = 1_000
@@ -503,7 +503,7 @@ def test_failed_open_does_not_keep_the_process_alive(tmp_path: Path) -> None:
     script = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
-        "from collector.api.errors import StoreError\n"
+        "from collector.state.db import StoreError\n"
         "from collector.state.store import Store\n"
         "async def main():\n"
         "    try:\n"

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 import trustme
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import Context, build
 from collector.encodings.formats import encode_json
 from collector.logtypes import LOG_TYPES, build_event, serialize
 from collector.simulator.data import generate
-from collector.sinks.base import OutEvent, SinkContext
+from collector.sinks.base import OutEvent, SinkContext, SinkError
 from collector.sinks.syslog import PLUGIN, SyslogSink, SyslogSinkSettings, auto_severity, cut_utf8
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"

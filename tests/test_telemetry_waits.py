@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collector.api.errors import StoreError
 from collector.service.telemetry import Telemetry
+from collector.state.db import StoreError
 
 LABELS = {"account": "acme", "log_type": "ttp_url"}
 

@@ -13,8 +13,8 @@ import anyio
 import orjson
 import pytest
 
-from collector.api.errors import ConfigError
 from collector.config import load_config
+from collector.config.errors import ConfigError
 from collector.logs import configure_logging, get_logger, redact
 from collector.service.app import Collector, register_config_secrets
 from collector.simulator import FakeMimecast

@@ -28,18 +28,18 @@ from collector.api.errors import (
     REDIRECT_STATUSES,
     Action,
     ApiError,
-    CollectorError,
     Rule,
-    backoff_secs,
     redirect_error,
     rule_for_exception,
     rule_for_status,
 )
 from collector.api.limiter import PacingModel, RateHeaders, ServerWait, WaitCap
 from collector.api.pacer import Pacer, PacerRegistry
+from collector.config.errors import CollectorError
 from collector.config.model import AccountConfig
 from collector.logs import get_logger, redact
 from collector.service.telemetry import Telemetry
+from collector.timeutil import backoff_secs
 from collector.tls import client_context
 
 THROTTLE_LOG_EVERY_SECS = 60.0

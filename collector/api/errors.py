@@ -1,69 +1,23 @@
-"""One small exception family, and the table that says what to do about each API failure.
+"""The table that says what to do about each API failure, and the error an API call raises.
 
-Every failure the collector can meet is one of: a config mistake (the operator fixes it), an API
-failure (classified by :data:`STATUS_ACTIONS` / :data:`FAIL_CODE_ACTIONS` / :data:`EXCEPTION_ACTIONS`),
-a state-store problem, or a sink problem. Nothing is classified by if-chains at the call site.
+Every failure the collector can meet is one of: a config mistake (``ConfigError``, the operator
+fixes it), an API failure (classified here by :data:`STATUS_ACTIONS` / :data:`FAIL_CODE_ACTIONS` /
+:data:`EXCEPTION_ACTIONS`), a state-store problem (``StoreError``) or a sink problem (``SinkError``),
+each defined by the stage that raises it under the one root ``CollectorError``. Nothing is
+classified by if-chains at the call site.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from collector.timeutil import doubling_secs
-
-BACKOFF_BASE_SECS = 0.5
-
-
-def backoff_secs(attempt: int, max_secs: float, rng: random.Random) -> float:
-    """The wait before retry number ``attempt`` (1-based): doubling from 0.5 s up to ``max_secs``,
-    jittered to 50-100% so retries from many tasks spread out."""
-    return doubling_secs(BACKOFF_BASE_SECS, attempt, max_secs) * rng.uniform(0.5, 1.0)
-
-
-class CollectorError(Exception):
-    """Root of every error this package raises on purpose."""
-
-
-class ConfigError(CollectorError):
-    """A configuration mistake: names the key and the fix, in one line."""
-
-    def __init__(self, key: str, problem: str, fix: str) -> None:
-        self.key = key
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{key}: {problem}; fix: {fix}")
-
-
-class StoreError(CollectorError):
-    """The state store cannot be opened or written (locked, corrupt, read-only, disk full)."""
-
-
-class StartupError(CollectorError):
-    """Something the collector needs at start cannot be had (a sink's target, the health port)."""
-
-
-class SinkError(CollectorError):
-    """A sink could not deliver a batch. ``retryable`` says whether trying again may help."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool = True,
-        retry_after_secs: float | None = None,
-        status: int | None = None,
-    ) -> None:
-        self.retryable = retryable
-        self.retry_after_secs = retry_after_secs
-        self.status = status  # the HTTP status, for HTTP-based sinks
-        super().__init__(message)
+from collector.config.errors import CollectorError
 
 
 class AnswerTooLarge(CollectorError):

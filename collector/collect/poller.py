@@ -15,12 +15,14 @@ from typing import Any
 import anyio
 
 from collector.api.client import MimecastClient
-from collector.api.errors import ANSWER_TOO_LARGE, Action, ApiError, StartupError, StoreError
+from collector.api.errors import ANSWER_TOO_LARGE, Action, ApiError
 from collector.config.model import AccountConfig
 from collector.logs import get_logger, redact
 from collector.logtypes import LOG_TYPES, LogType, build_event
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
+from collector.service.app import StartupError
 from collector.service.telemetry import Telemetry
+from collector.state.db import StoreError
 from collector.state.store import Store, StreamState
 from collector.timeutil import iso
 

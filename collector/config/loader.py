@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from collector.api.errors import ConfigError
+from collector.config.errors import ConfigError
 from collector.config.model import (
     HMAC_REGIONS,
     OAUTH2_REGIONS,

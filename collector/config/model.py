@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.api.errors import ConfigError
+from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, WRITE_FILE, Secret, option
 from collector.logtypes import LOG_TYPES
 from collector.sinks.base import SinkSettings

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from collector.api.errors import ConfigError
+from collector.config.errors import ConfigError
 from collector.logs import mask_url_credentials
 
 T = TypeVar("T")

@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from collector.api.errors import SinkError, backoff_secs
 from collector.encodings.formats import ENCODERS
 from collector.logs import get_logger, redact
 from collector.service.telemetry import Telemetry
-from collector.sinks.base import OutEvent, Reopenable, Sink, SinkSettings
+from collector.sinks.base import OutEvent, Reopenable, Sink, SinkError, SinkSettings
 from collector.state.spool import SpoolRow
 from collector.state.store import Store
+from collector.timeutil import backoff_secs
 
 IDLE_POLL_SECS = 1.0
 

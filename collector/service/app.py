@@ -29,9 +29,9 @@ import anyio
 from collector import __version__
 from collector.api.auth import make_authenticator
 from collector.api.client import MimecastClient, tls_setting
-from collector.api.errors import SinkError, StartupError, StoreError
 from collector.api.pacer import PacerRegistry
 from collector.collect.poller import Poller, StreamSpec
+from collector.config.errors import CollectorError
 from collector.config.model import AccountConfig, Config
 from collector.config.options import Secret
 from collector.delivery.backpressure import SpoolGate
@@ -41,8 +41,8 @@ from collector.service.health import HealthServer
 from collector.service.systemd import Notifier
 from collector.service.telemetry import Telemetry
 from collector.sinks import SinkContext, create_sink
-from collector.sinks.base import SinkSettings
-from collector.state.db import create_private, narrow_mode
+from collector.sinks.base import SinkError, SinkSettings
+from collector.state.db import StoreError, create_private, narrow_mode
 from collector.state.store import Store
 from collector.timeutil import iso
 
@@ -51,6 +51,10 @@ EXIT_STREAM_FAILED = 1
 EXIT_SOFTWARE = 70
 EXIT_CANTCREAT = 73
 EXIT_IOERR = 74
+
+
+class StartupError(CollectorError):
+    """Something the collector needs at start cannot be had (a sink's target, the health port)."""
 
 
 @dataclass

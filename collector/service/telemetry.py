@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.api.errors import StoreError
 from collector.logs import get_logger
+from collector.state.db import StoreError
 
 STREAM = ("account", "log_type")
 

@@ -7,10 +7,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from collector.config.errors import CollectorError
 from collector.config.options import option
 from collector.service.telemetry import Telemetry
 
 FORMATS = ("json", "raw", "cef", "leef")
+
+
+class SinkError(CollectorError):
+    """A sink could not deliver a batch. ``retryable`` says whether trying again may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_secs: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.retryable = retryable
+        self.retry_after_secs = retry_after_secs
+        self.status = status  # the HTTP status, for HTTP-based sinks
+        super().__init__(message)
 
 
 @dataclass(frozen=True, kw_only=True)

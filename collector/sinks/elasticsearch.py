@@ -30,10 +30,10 @@ from typing import Any
 import anyio
 import orjson
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import WRITE_FILE, Secret, option
 from collector.logs import get_logger
-from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
+from collector.sinks.base import OutEvent, SinkContext, SinkError, SinkPlugin, SinkSettings
 from collector.sinks.file import write_all
 from collector.sinks.httpbase import (
     RETRYABLE_STATUSES,

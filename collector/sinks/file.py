@@ -18,9 +18,9 @@ from pathlib import Path
 
 import anyio
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import WRITE_FILE, option
-from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
+from collector.sinks.base import OutEvent, SinkContext, SinkError, SinkPlugin, SinkSettings
 
 _TAIL_CHUNK = 64 * 1024
 

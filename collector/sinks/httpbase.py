@@ -25,9 +25,9 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, Secret, option, require_http_url, split_credentials
-from collector.sinks.base import SinkSettings
+from collector.sinks.base import SinkError, SinkSettings
 from collector.tls import client_context
 
 #: HTTP statuses a sink may retry; every other non-2xx is a refusal.

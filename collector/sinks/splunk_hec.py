@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import Secret, option
-from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
+from collector.sinks.base import OutEvent, SinkContext, SinkError, SinkPlugin, SinkSettings
 from collector.sinks.httpbase import HttpClient, HttpSettings, HttpSinkBase, join_url
 
 EVENT_PATH = "/services/collector/event"

@@ -50,10 +50,10 @@ from typing import Any
 
 import orjson
 
-from collector.api.errors import ConfigError, SinkError
+from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, option
 from collector.logs import get_logger
-from collector.sinks.base import OutEvent, SinkContext, SinkPlugin, SinkSettings
+from collector.sinks.base import OutEvent, SinkContext, SinkError, SinkPlugin, SinkSettings
 from collector.tls import client_context
 
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")

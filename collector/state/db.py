@@ -21,8 +21,13 @@ from typing import Any, Self
 
 import anyio
 
-from collector.api.errors import StoreError
+from collector.config.errors import CollectorError
 from collector.logs import get_logger
+
+
+class StoreError(CollectorError):
+    """The state store cannot be opened or written (locked, corrupt, read-only, disk full)."""
+
 
 SCHEMA_VERSION = 3
 SCHEMA = """
