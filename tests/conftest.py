@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
+import collector.sinks  # noqa: F401 - registers the sink types load_config builds
 from collector.logs import configure_logging
 from collector.simulator import FakeMimecast, SimSettings
 

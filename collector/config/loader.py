@@ -36,9 +36,8 @@ from collector.config.options import (
     require_http_url,
     split_credentials,
 )
+from collector.config.sinks import SinkSettings, sink_settings_types
 from collector.logtypes import LOG_TYPES, LogType
-from collector.sinks import SINK_TYPES
-from collector.sinks.base import SinkSettings
 from collector.timeutil import parse_config_time
 from collector.tls import client_context
 
@@ -228,10 +227,11 @@ def _check_credentials(account: AccountConfig, where: str) -> None:
 def _sink(name: str, table: dict[str, Any], ctx: Context) -> SinkSettings:
     where = f"sinks.{name}"
     sink_type = table.get("type")
-    if not isinstance(sink_type, str) or sink_type not in SINK_TYPES:
-        raise ConfigError(f"{where}.type", f"unknown sink type {sink_type!r}", f"use one of: {', '.join(SINK_TYPES)}")
+    types = sink_settings_types()
+    if not isinstance(sink_type, str) or sink_type not in types:
+        raise ConfigError(f"{where}.type", f"unknown sink type {sink_type!r}", f"use one of: {', '.join(types)}")
     rest = {k: v for k, v in table.items() if k != "type"}
-    return build(SINK_TYPES[sink_type].settings, rest, where, ctx, name=name, type=sink_type)
+    return build(types[sink_type], rest, where, ctx, name=name, type=sink_type)
 
 
 def _table(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, WRITE_FILE, Secret, option
+from collector.config.sinks import SinkSettings
 from collector.logtypes import LOG_TYPES
-from collector.sinks.base import SinkSettings
 
 DAY = 86_400
 

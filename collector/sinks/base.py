@@ -1,4 +1,7 @@
-"""The sink protocol, the settings every sink shares, and the plugin record the registry holds."""
+"""The sink protocol, the error a sink raises, and the plugin record the registry holds.
+
+The settings every sink shares are configuration: :class:`collector.config.sinks.SinkSettings`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,10 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from collector.config.errors import CollectorError
-from collector.config.options import option
+from collector.config.sinks import SinkSettings
 from collector.service.telemetry import Telemetry
 
-FORMATS = ("json", "raw", "cef", "leef")
+__all__ = ["OutEvent", "Sink", "SinkContext", "SinkError", "SinkPlugin", "SinkSettings"]
 
 
 class SinkError(CollectorError):
@@ -29,19 +32,6 @@ class SinkError(CollectorError):
         self.retry_after_secs = retry_after_secs
         self.status = status  # the HTTP status, for HTTP-based sinks
         super().__init__(message)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SinkSettings:
-    """Options every sink has; each sink type adds its own in a subclass beside its code."""
-
-    name: str
-    type: str
-    format: str = option("json", choices=FORMATS, doc="json (ECS event), raw (original record), cef or leef")
-    batch_max_events: int = option(1000, min=1, max=100_000, doc="events per send_batch call")
-    batch_max_bytes: int = option(0, min=0, max=1 << 30, doc="encoded bytes per batch; 0 = no limit")
-    batch_max_age_secs: float = option(0.0, min=0, max=3600, doc="wait this long for a batch to fill; 0 = send now")
-    retry_max_secs: float = option(60.0, min=0.1, max=3600, doc="longest backoff after a failed batch")
 
 
 class OutEvent(NamedTuple):  # built per event per sink: a tuple is cheaper than a dataclass
@@ -64,12 +54,12 @@ class Sink(Protocol):
     async def open(self) -> None: ...
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
-        """Deliver all of ``events`` or raise :class:`~collector.api.errors.SinkError`."""
+        """Deliver all of ``events`` or raise :class:`SinkError`."""
 
     async def close(self) -> None: ...
 
     async def health_check(self) -> None:
-        """Raise :class:`~collector.api.errors.SinkError` if the target cannot take events now."""
+        """Raise :class:`SinkError` if the target cannot take events now."""
 
 
 @runtime_checkable
@@ -78,7 +68,7 @@ class Reopenable(Protocol):
 
     async def reopen(self) -> None:
         """Close the files this sink keeps open and open their paths again, never splitting a batch
-        between the old and the new file; raise :class:`~collector.api.errors.SinkError` if one cannot
+        between the old and the new file; raise :class:`SinkError` if one cannot
         be opened (the sink must then open it again before its next batch)."""
 
 
