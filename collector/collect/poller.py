@@ -20,7 +20,6 @@ from collector.config.model import AccountConfig
 from collector.logs import get_logger, redact
 from collector.logtypes import LOG_TYPES, LogType, build_event
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
-from collector.service.app import StartupError
 from collector.service.telemetry import Telemetry
 from collector.state.db import StoreError
 from collector.state.store import Store, StreamState
@@ -115,7 +114,7 @@ class Poller:
                     return False
                 await self._sleep(account.fatal_retry_secs)
                 continue
-            except (StoreError, StartupError):
+            except StoreError:
                 raise  # the state store is gone: every stream is, and the process exits with its code
             except Exception as exc:  # a bug one answer triggers must not stop the other streams
                 await self._crashed(exc)

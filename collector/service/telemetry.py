@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.config.errors import CollectorError
 from collector.logs import get_logger
-from collector.state.db import StoreError
 
 STREAM = ("account", "log_type")
 
@@ -124,7 +124,8 @@ class Telemetry:
         if self.record_waiting is not None:
             try:
                 await self.record_waiting(account, log_type, until, why)
-            except StoreError as error:  # only `status` misses it; collecting goes on, and the next commit says more
+            # The store's StoreError: only `status` misses the wait; collecting goes on, the next commit says more.
+            except CollectorError as error:
                 get_logger().warning("stream_wait_not_recorded", account=account, log_type=log_type, error=str(error))
 
     def sample(self, name: str, **labels: str) -> float:
