@@ -67,7 +67,7 @@ async def test_new_state_wal_shm_and_lock_are_0600_whatever_the_umask(tmp_path: 
         "collector.db": "0600",
         "collector.db-shm": "0600",
         "collector.db-wal": "0600",
-        "collector.state.db.lock": "0600",
+        "collector.db.lock": "0600",
     }
 
 
@@ -92,7 +92,7 @@ async def test_existing_loose_state_files_are_narrowed_with_one_warning_each(
         "collector.db": "0600",
         "collector.db-shm": "0600",
         "collector.db-wal": "0600",
-        "collector.state.db.lock": "0600",
+        "collector.db.lock": "0600",
     }
     warnings = [
         (Path(line["path"]).name, line["mode_was"], line["mode"])
@@ -103,7 +103,7 @@ async def test_existing_loose_state_files_are_narrowed_with_one_warning_each(
         ("collector.db", "0644", "0600"),
         ("collector.db-shm", "0644", "0600"),
         ("collector.db-wal", "0644", "0600"),
-        ("collector.state.db.lock", "0644", "0600"),
+        ("collector.db.lock", "0644", "0600"),
     ]
 
 
@@ -119,7 +119,7 @@ async def test_private_state_files_are_left_alone_without_warning(
         await store.close()
         lock.release()
     assert "state_file_mode_tightened" not in log_buffer.getvalue()
-    assert modes(tmp_path / "collector.db") == {"collector.db": "0600", "collector.state.db.lock": "0600"}
+    assert modes(tmp_path / "collector.db") == {"collector.db": "0600", "collector.db.lock": "0600"}
 
 
 def test_lock_through_a_symlink_meets_the_lock_of_the_real_file(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_lock_through_a_symlink_meets_the_lock_of_the_real_file(tmp_path: Path) 
             second.acquire()
     finally:
         first.release()
-    assert not (tmp_path / "elsewhere" / "collector.state.db.lock").exists()
+    assert not (tmp_path / "elsewhere" / "collector.db.lock").exists()
 
 
 def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path: Path, umask: None) -> None:
@@ -146,7 +146,7 @@ def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path: Path, uma
     target = tmp_path / "someone-elses-file"
     target.write_text("keep me")
     target.chmod(0o644)
-    (tmp_path / "collector.state.db.lock").symlink_to(target)
+    (tmp_path / "collector.db.lock").symlink_to(target)
 
     with pytest.raises(StoreError, match=r"^cannot create lock file .*collector\.db\.lock: Too many levels"):
         StateLock(tmp_path / "collector.db").acquire()
