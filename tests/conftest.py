@@ -12,6 +12,7 @@ from aioresponses import aioresponses
 import collector.sinks  # noqa: F401 - registers the sink types load_config builds
 from collector.logs import configure_logging
 from collector.simulator import FakeMimecast, SimSettings
+from collector.sinks.file import FileSink, FileSinkSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 
@@ -58,3 +59,20 @@ async def make_sim() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for sim in started:
         await sim.stop()
+
+
+@pytest.fixture
+async def make_file_sink(tmp_path: Path) -> AsyncIterator[Callable[..., FileSink]]:
+    """Factory: a FileSink writing to tmp_path/out/events.jsonl by default; all closed after the test."""
+    made: list[FileSink] = []
+
+    def make(**options: Any) -> FileSink:
+        settings: dict[str, Any] = {"name": "local", "type": "file", "path": tmp_path / "out" / "events.jsonl"}
+        settings.update(options)
+        sink = FileSink(FileSinkSettings(**settings))
+        made.append(sink)
+        return sink
+
+    yield make
+    for sink in made:
+        await sink.close()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -39,26 +38,9 @@ def umask() -> Iterator[Callable[[int], int]]:
     os.umask(original)
 
 
-@pytest.fixture
-async def make_sink(tmp_path: Path) -> AsyncIterator[MakeSink]:
-    """Factory: a FileSink writing to tmp_path/out/events.jsonl by default; all closed after the test."""
-    made: list[FileSink] = []
-
-    def make(**options: Any) -> FileSink:
-        settings: dict[str, Any] = {"name": "local", "type": "file", "path": tmp_path / "out" / "events.jsonl"}
-        settings.update(options)
-        sink = FileSink(FileSinkSettings(**settings))
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        await sink.close()
-
-
-async def test_send_batch_appends_one_line_per_event(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_send_batch_appends_one_line_per_event(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """Each event becomes one line ending in a newline; a second batch is appended after the first."""
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
 
     await sink.send_batch([out(1), out(2)])
@@ -68,9 +50,9 @@ async def test_send_batch_appends_one_line_per_event(make_sink: MakeSink, tmp_pa
     assert (tmp_path / "out" / "events.jsonl").read_bytes() == line(1) + line(2) + line(3)
 
 
-async def test_empty_batch_writes_nothing(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_empty_batch_writes_nothing(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """An empty batch leaves the file untouched (no stray newline)."""
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
 
     await sink.send_batch([])
@@ -78,14 +60,14 @@ async def test_empty_batch_writes_nothing(make_sink: MakeSink, tmp_path: Path) -
     assert (tmp_path / "out" / "events.jsonl").read_bytes() == b""
 
 
-async def test_appends_to_existing_file_after_reopen(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_appends_to_existing_file_after_reopen(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """A second sink on the same file (a restart) appends after what is there."""
-    first = make_sink()
+    first = make_file_sink()
     await first.open()
     await first.send_batch([out(1)])
     await first.close()
 
-    second = make_sink()
+    second = make_file_sink()
     await second.open()
     await second.send_batch([out(2)])
 
@@ -94,10 +76,10 @@ async def test_appends_to_existing_file_after_reopen(make_sink: MakeSink, tmp_pa
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 async def test_new_file_mode_is_0640_whatever_the_umask(
-    make_sink: MakeSink, tmp_path: Path, umask: Callable[[int], int], mask: int
+    make_file_sink: MakeSink, tmp_path: Path, umask: Callable[[int], int], mask: int
 ) -> None:
     """The new file gets file_mode 0640 exactly, whether the umask would widen or narrow it."""
-    sink = make_sink()
+    sink = make_file_sink()
     umask(mask)
 
     await sink.open()
@@ -107,10 +89,10 @@ async def test_new_file_mode_is_0640_whatever_the_umask(
 
 
 async def test_configured_file_mode_is_applied(
-    make_sink: MakeSink, tmp_path: Path, umask: Callable[[int], int]
+    make_file_sink: MakeSink, tmp_path: Path, umask: Callable[[int], int]
 ) -> None:
     """file_mode "0600" gives a 0600 file under a permissive umask."""
-    sink = make_sink(file_mode="0600")
+    sink = make_file_sink(file_mode="0600")
     umask(0o000)
 
     await sink.open()
@@ -118,9 +100,11 @@ async def test_configured_file_mode_is_applied(
     assert stat.S_IMODE((tmp_path / "out" / "events.jsonl").stat().st_mode) == 0o600
 
 
-async def test_rotation_keeps_retention_files_without_loss_or_duplicates(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_rotation_keeps_retention_files_without_loss_or_duplicates(
+    make_file_sink: MakeSink, tmp_path: Path
+) -> None:
     """max_bytes 30 (two 12-byte lines): 10 events end as .3 .2 .1 and current, oldest file dropped."""
-    sink = make_sink(max_bytes=30, retention=3)
+    sink = make_file_sink(max_bytes=30, retention=3)
     await sink.open()
 
     for n in range(1, 11):
@@ -140,9 +124,9 @@ async def test_rotation_keeps_retention_files_without_loss_or_duplicates(make_si
     assert all(p.read_bytes().endswith(b"\n") for p in directory.iterdir())
 
 
-async def test_rotation_with_ample_retention_keeps_every_event_once(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_rotation_with_ample_retention_keeps_every_event_once(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """Batches of 2 and 3 events across rotations: every event is in exactly one file, in order, none split."""
-    sink = make_sink(max_bytes=40, retention=50)
+    sink = make_file_sink(max_bytes=40, retention=50)
     await sink.open()
 
     for start in range(1, 26, 5):
@@ -158,9 +142,9 @@ async def test_rotation_with_ample_retention_keeps_every_event_once(make_sink: M
     assert all(p.stat().st_size <= 40 for p in files)
 
 
-async def test_retention_zero_keeps_no_rotated_file(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_retention_zero_keeps_no_rotated_file(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """retention 0: rotation discards the full file; only the current one exists."""
-    sink = make_sink(max_bytes=30, retention=0)
+    sink = make_file_sink(max_bytes=30, retention=0)
     await sink.open()
 
     for n in range(1, 6):
@@ -171,9 +155,9 @@ async def test_retention_zero_keeps_no_rotated_file(make_sink: MakeSink, tmp_pat
     assert numbers(directory / "events.jsonl") == [5]
 
 
-async def test_rotated_file_keeps_configured_mode(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_rotated_file_keeps_configured_mode(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """The file opened after a rotation is new and gets file_mode too."""
-    sink = make_sink(max_bytes=12, retention=1, file_mode="0600")
+    sink = make_file_sink(max_bytes=12, retention=1, file_mode="0600")
     await sink.open()
 
     await sink.send_batch([out(1)])
@@ -185,12 +169,12 @@ async def test_rotated_file_keeps_configured_mode(make_sink: MakeSink, tmp_path:
     assert stat.S_IMODE((directory / "events.jsonl").stat().st_mode) == 0o600
 
 
-async def test_torn_last_line_is_trimmed_on_open(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_torn_last_line_is_trimmed_on_open(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """A file ending in half a line (crash mid-write) is cut back to its last newline; writes continue there."""
     path = tmp_path / "out" / "events.jsonl"
     path.parent.mkdir()
     path.write_bytes(line(1) + line(2) + b'{"n":"0')
-    sink = make_sink()
+    sink = make_file_sink()
 
     await sink.open()
     assert path.read_bytes() == line(1) + line(2)
@@ -199,37 +183,37 @@ async def test_torn_last_line_is_trimmed_on_open(make_sink: MakeSink, tmp_path: 
     assert path.read_bytes() == line(1) + line(2) + line(3)
 
 
-async def test_torn_line_longer_than_a_read_chunk_is_trimmed(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_torn_line_longer_than_a_read_chunk_is_trimmed(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """A torn last line of 200 KiB (beyond the 64 KiB tail chunk) is still cut back to the last newline."""
     path = tmp_path / "out" / "events.jsonl"
     path.parent.mkdir()
     path.write_bytes(line(1) + b'{"n":"' + b"x" * 200_000)
-    sink = make_sink()
+    sink = make_file_sink()
 
     await sink.open()
 
     assert path.read_bytes() == line(1)
 
 
-async def test_file_with_only_a_partial_line_becomes_empty(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_file_with_only_a_partial_line_becomes_empty(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """A file holding nothing but an unterminated line is emptied."""
     path = tmp_path / "out" / "events.jsonl"
     path.parent.mkdir()
     path.write_bytes(b'{"n":"00')
-    sink = make_sink()
+    sink = make_file_sink()
 
     await sink.open()
 
     assert path.read_bytes() == b""
 
 
-async def test_file_ending_with_newline_is_untouched(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_file_ending_with_newline_is_untouched(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """A complete file keeps every byte and its mode."""
     path = tmp_path / "out" / "events.jsonl"
     path.parent.mkdir()
     path.write_bytes(line(1) + line(2))
     path.chmod(0o644)
-    sink = make_sink()
+    sink = make_file_sink()
 
     await sink.open()
 
@@ -237,10 +221,10 @@ async def test_file_ending_with_newline_is_untouched(make_sink: MakeSink, tmp_pa
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-async def test_parent_directories_are_created(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_parent_directories_are_created(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """Missing parent directories of the target are created on open."""
     path = tmp_path / "a" / "b" / "c" / "events.jsonl"
-    sink = make_sink(path=path)
+    sink = make_file_sink(path=path)
 
     await sink.open()
     await sink.send_batch([out(1)])
@@ -248,12 +232,12 @@ async def test_parent_directories_are_created(make_sink: MakeSink, tmp_path: Pat
     assert path.read_bytes() == line(1)
 
 
-async def test_unwritable_target_raises_sink_error_on_open(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_unwritable_target_raises_sink_error_on_open(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """The target's parent is a regular file: open raises SinkError naming the path."""
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     path = blocker / "events.jsonl"
-    sink = make_sink(path=path)
+    sink = make_file_sink(path=path)
 
     with pytest.raises(SinkError, match=f"cannot open {path}: File exists"):
         await sink.open()

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from collector.sinks import file as file_sink
 from collector.sinks.base import SinkError
-from collector.sinks.file import FileSink, FileSinkSettings
-from tests.test_file_sink import line, numbers, out
-
-MakeSink = Callable[..., FileSink]
+from tests.test_file_sink import MakeSink, line, numbers, out
 
 
-@pytest.fixture
-async def make_sink(tmp_path: Path) -> AsyncIterator[MakeSink]:
-    """Factory: a FileSink writing to tmp_path/out/events.jsonl; all closed after the test."""
-    made: list[FileSink] = []
-
-    def make(**options: Any) -> FileSink:
-        settings: dict[str, Any] = {"name": "local", "type": "file", "path": tmp_path / "out" / "events.jsonl"}
-        settings.update(options)
-        sink = FileSink(FileSinkSettings(**settings))
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        await sink.close()
-
-
-async def test_reopen_after_a_move_writes_to_a_new_file_at_the_path(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_reopen_after_a_move_writes_to_a_new_file_at_the_path(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """The file is moved away (logrotate), reopen: later batches go to a new file, earlier ones stay moved."""
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
     await sink.send_batch([out(1), out(2)])
     path = tmp_path / "out" / "events.jsonl"
@@ -50,9 +28,9 @@ async def test_reopen_after_a_move_writes_to_a_new_file_at_the_path(make_sink: M
     assert path.read_bytes() == line(3)
 
 
-async def test_reopen_without_a_move_keeps_appending_to_the_same_file(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_reopen_without_a_move_keeps_appending_to_the_same_file(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """A SIGHUP with nothing rotated: the same file, appended after what is there."""
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
     await sink.send_batch([out(1)])
 
@@ -62,9 +40,9 @@ async def test_reopen_without_a_move_keeps_appending_to_the_same_file(make_sink:
     assert (tmp_path / "out" / "events.jsonl").read_bytes() == line(1) + line(2)
 
 
-async def test_reopen_of_a_closed_sink_creates_nothing(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_reopen_of_a_closed_sink_creates_nothing(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """Reopen after close (a SIGHUP while shutting down) leaves the sink closed and the path absent."""
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
     await sink.close()
     (tmp_path / "out" / "events.jsonl").unlink()
@@ -75,7 +53,7 @@ async def test_reopen_of_a_closed_sink_creates_nothing(make_sink: MakeSink, tmp_
 
 
 async def test_reopen_waits_for_the_batch_being_written(
-    make_sink: MakeSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_file_sink: MakeSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reopen asked for mid-write takes effect after that batch: it lands whole in the old file."""
     writing, release = threading.Event(), threading.Event()
@@ -88,7 +66,7 @@ async def test_reopen_waits_for_the_batch_being_written(
         real_write_all(fd, payload)
 
     monkeypatch.setattr(file_sink, "write_all", held_write_all)
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
     await sink.send_batch([out(1)])
     path = tmp_path / "out" / "events.jsonl"
@@ -105,9 +83,9 @@ async def test_reopen_waits_for_the_batch_being_written(
     assert numbers(path) == [4]
 
 
-async def test_size_rotation_still_works_after_a_reopen(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_size_rotation_still_works_after_a_reopen(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """max_bytes 30 counts from the reopened file: it rotates to .1 after two more lines, nothing lost."""
-    sink = make_sink(max_bytes=30, retention=3)
+    sink = make_file_sink(max_bytes=30, retention=3)
     await sink.open()
     await sink.send_batch([out(1), out(2)])
     (tmp_path / "out" / "events.jsonl").rename(tmp_path / "out" / "events.jsonl-old")
@@ -123,9 +101,9 @@ async def test_size_rotation_still_works_after_a_reopen(make_sink: MakeSink, tmp
     assert numbers(directory / "events.jsonl") == [5, 6]
 
 
-async def test_failed_reopen_is_retried_by_the_next_batch(make_sink: MakeSink, tmp_path: Path) -> None:
+async def test_failed_reopen_is_retried_by_the_next_batch(make_file_sink: MakeSink, tmp_path: Path) -> None:
     """The path cannot be opened at SIGHUP: SinkError; once it can, the next batch opens it and lands."""
-    sink = make_sink()
+    sink = make_file_sink()
     await sink.open()
     await sink.send_batch([out(1)])
     directory = tmp_path / "out"
