@@ -107,23 +107,18 @@ class Poller:
         self._log.info("stream_started", position=iso(state.window_start), resuming_page=state.page_token is not None)
         while True:
             try:
-                done = await self._collect()
+                if await self._collect():
+                    return True
+                continue
             except ApiError as error:
                 await self._failed(error)
-                if self._once_until is not None:
-                    return False
-                await self._sleep(account.fatal_retry_secs)
-                continue
             except StoreError:
                 raise  # the state store is gone: every stream is, and the process exits with its code
             except Exception as exc:  # a bug one answer triggers must not stop the other streams
                 await self._crashed(exc)
-                if self._once_until is not None:
-                    return False
-                await self._sleep(account.fatal_retry_secs)
-                continue
-            if done:
-                return True
+            if self._once_until is not None:
+                return False
+            await self._sleep(account.fatal_retry_secs)
 
     async def _collect(self) -> bool:
         """Page through windows until caught up; True when ``once`` is satisfied."""
