@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from collector.logtypes import LOG_TYPES, build_event, dedup_key
+from collector.logtypes import LOG_TYPES, build_event, record_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 
@@ -109,11 +109,7 @@ def seed(sim: FakeMimecast, per_type: int, *, days: float = 2.0, seed: int = 0) 
 
 def expected_ids(records: dict[str, list[SimRecord]]) -> set[tuple[str, str]]:
     """(dataset, event.id) of every seeded record: what the sink must hold, once each."""
-    return {
-        (f"mimecast.{name}", dedup_key(r.record, LOG_TYPES[name].dedup_fields))
-        for name, recs in records.items()
-        for r in recs
-    }
+    return {(f"mimecast.{name}", record_key(LOG_TYPES[name], r.record)) for name, recs in records.items() for r in recs}
 
 
 def read_events(out_dir: Path) -> list[dict[str, Any]]:

@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from collector.encodings.formats import ENCODERS, encode_json, encode_raw
-from collector.logtypes import LOG_TYPES, LogType, build_event, dedup_key, serialize
-from collector.logtypes.base import NORMALIZE_ERROR_TAG
+from collector.logtypes import LOG_TYPES, LogType, build_event, dedup_key, record_key, serialize
+from collector.logtypes.base import ECS_VERSION, NORMALIZE_ERROR_TAG
 from collector.simulator.data import GENERATORS
+from tests import logtype_cases
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 FALLBACK = 1_700_000_000  # 2023-11-14T22:13:20Z
@@ -29,18 +30,24 @@ ECS_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
 def fixture_records(log_type: LogType) -> list[Any]:
-    """The records of ``<name>_page.json``, found where the API puts them: ``data[0][array_key]``."""
-    body = orjson.loads((FIXTURES / f"{log_type.name}_page.json").read_bytes())
+    """The records of ``<name>_page.json``, found where the API puts them: ``data[0][array_key]``;
+    for a log type without a fixture page, the records of its literal cases (tests/logtype_cases.py)."""
+    page = FIXTURES / f"{log_type.name}_page.json"
+    if not page.exists():
+        return logtype_cases.records(log_type.name)
+    body = orjson.loads(page.read_bytes())
     records: list[Any] = body["data"][0][log_type.array_key]
     return records
 
 
 OBSERVER = {"vendor": "Mimecast", "product": "Mimecast Email Security"}
+ECS = {"version": ECS_VERSION}
 
 # --- literal expectations: ttp_url_page.json ---------------------------------------------------
 
 TTP_URL_0 = {
     "@timestamp": "2024-11-13T13:03:11.000Z",
+    "ecs": ECS,
     "event": {
         "dataset": "mimecast.ttp_url",
         "module": "mimecast",
@@ -52,7 +59,11 @@ TTP_URL_0 = {
     },
     "observer": OBSERVER,
     "labels": {"mimecast_account": "acme", "mimecast_log_type": "ttp_url"},
-    "user": {"email": "mike.a.roberts@demo-int.elastic.mime-api.com"},
+    "user": {
+        "email": "mike.a.roberts@demo-int.elastic.mime-api.com",
+        "name": "mike.a.roberts",
+        "domain": "demo-int.elastic.mime-api.com",
+    },
     "email": {
         "to": {"address": ["mike.a.roberts@demo-int.elastic.mime-api.com"]},
         "from": {"address": ["gregoryhunt@thejunglegroup.b41.one"]},
@@ -65,9 +76,15 @@ TTP_URL_0 = {
         "scheme": "https",
         "domain": "oneclient.sfx.ms",
         "path": "/Win/Preview/OneDriveSetup.exe",
+        "extension": "exe",
     },
     "source": {"ip": "54.243.138.179"},
     "rule": {"name": "Default Inbound URL Protect Definition"},
+    "related": {
+        "user": ["mike.a.roberts@demo-int.elastic.mime-api.com", "gregoryhunt@thejunglegroup.b41.one"],
+        "ip": ["54.243.138.179"],
+        "hosts": ["demo-int.elastic.mime-api.com", "thejunglegroup.b41.one", "oneclient.sfx.ms"],
+    },
     "mimecast": {
         "userEmailAddress": "mike.a.roberts@demo-int.elastic.mime-api.com",
         "fromUserEmailAddress": "gregoryhunt@thejunglegroup.b41.one",
@@ -94,6 +111,7 @@ TTP_URL_0 = {
 # "Internal IP" is not an address: no source.ip at all (the text stays under mimecast.sendingIp).
 TTP_URL_1 = {
     "@timestamp": "2024-11-13T13:05:42.000Z",
+    "ecs": ECS,
     "event": {
         "dataset": "mimecast.ttp_url",
         "module": "mimecast",
@@ -105,7 +123,7 @@ TTP_URL_1 = {
     },
     "observer": OBSERVER,
     "labels": {"mimecast_account": "acme", "mimecast_log_type": "ttp_url"},
-    "user": {"email": "analyst@corp.example"},
+    "user": {"email": "analyst@corp.example", "name": "analyst", "domain": "corp.example"},
     "email": {
         "to": {"address": ["analyst@corp.example"]},
         "from": {"address": ["noreply@invoices.example"]},
@@ -121,6 +139,10 @@ TTP_URL_1 = {
         "query": "u=analyst",
     },
     "rule": {"name": "Default URL Protection Definition"},
+    "related": {
+        "user": ["analyst@corp.example", "noreply@invoices.example"],
+        "hosts": ["corp.example", "invoices.example", "login-micros0ft.example"],
+    },
     "mimecast": {
         "userEmailAddress": "analyst@corp.example",
         "fromUserEmailAddress": "noreply@invoices.example",
@@ -147,6 +169,7 @@ TTP_URL_1 = {
 
 TTP_IMPERSONATION_0 = {
     "@timestamp": "2024-11-13T09:12:01.000Z",
+    "ecs": ECS,
     "event": {
         "dataset": "mimecast.ttp_impersonation",
         "module": "mimecast",
@@ -168,6 +191,11 @@ TTP_IMPERSONATION_0 = {
     "source": {"ip": "185.220.101.4"},
     "rule": {"name": "Default Impersonation Definition"},
     "threat": {"indicator": {"type": "email-addr", "email": {"address": "ceo@c0rp-example.com"}}},
+    "related": {
+        "user": ["ceo@c0rp-example.com", "finance@corp.example"],
+        "ip": ["185.220.101.4"],
+        "hosts": ["c0rp-example.com", "corp.example"],
+    },
     "mimecast": {
         "id": "MTOKEN:eNqrVipOTS4tSs1MUbJSSsxNrMrLz8tXqgUAaaAI-w",
         "senderAddress": "ceo@c0rp-example.com",
@@ -200,6 +228,7 @@ TTP_IMPERSONATION_0 = {
 # Not tagged malicious: event.type info and no threat.indicator.
 TTP_IMPERSONATION_1 = {
     "@timestamp": "2024-11-13T09:14:55.000Z",
+    "ecs": ECS,
     "event": {
         "dataset": "mimecast.ttp_impersonation",
         "module": "mimecast",
@@ -220,6 +249,11 @@ TTP_IMPERSONATION_1 = {
     },
     "source": {"ip": "198.51.100.77"},
     "rule": {"name": "Default Impersonation Definition"},
+    "related": {
+        "user": ["newsletter@fresh-domain.example", "sales@corp.example"],
+        "ip": ["198.51.100.77"],
+        "hosts": ["fresh-domain.example", "corp.example"],
+    },
     "mimecast": {
         "id": "MTOKEN:eNqrVipOTS4tSs1MUbJSSsxNrMrLz8tXqgUAaaAI-x",
         "senderAddress": "newsletter@fresh-domain.example",
@@ -245,6 +279,7 @@ TTP_IMPERSONATION_1 = {
 # isAdmin arrives as the string "true": still an admin. Empty searchReason: no event.reason.
 ARCHIVE_SEARCH_0 = {
     "@timestamp": "2024-03-25T12:04:48.000Z",
+    "ecs": ECS,
     "event": {
         "dataset": "mimecast.archive_search",
         "module": "mimecast",
@@ -256,8 +291,9 @@ ARCHIVE_SEARCH_0 = {
     },
     "observer": OBSERVER,
     "labels": {"mimecast_account": "acme", "mimecast_log_type": "archive_search"},
-    "user": {"email": "example@test.com", "roles": ["admin"]},
+    "user": {"email": "example@test.com", "name": "example", "domain": "test.com", "roles": ["admin"]},
     "message": "Archive Mailbox",
+    "related": {"user": ["example@test.com"], "hosts": ["test.com"]},
     "mimecast": {
         "createTime": "2024-03-25T12:04:48+0000",
         "emailAddr": "example@test.com",
@@ -274,6 +310,7 @@ ARCHIVE_SEARCH_0 = {
 # isAdmin arrives as the boolean false: no roles. Mimecast's "source" stays under mimecast, not ECS source.
 ARCHIVE_SEARCH_1 = {
     "@timestamp": "2024-03-25T12:05:10.000Z",
+    "ecs": ECS,
     "event": {
         "dataset": "mimecast.archive_search",
         "module": "mimecast",
@@ -286,8 +323,9 @@ ARCHIVE_SEARCH_1 = {
     },
     "observer": OBSERVER,
     "labels": {"mimecast_account": "acme", "mimecast_log_type": "archive_search"},
-    "user": {"email": "legal@corp.example"},
+    "user": {"email": "legal@corp.example", "name": "legal", "domain": "corp.example"},
     "message": "Message search",
+    "related": {"user": ["legal@corp.example"], "hosts": ["corp.example"]},
     "mimecast": {
         "createTime": "2024-03-25T12:05:10+0000",
         "emailAddr": "legal@corp.example",
@@ -328,10 +366,30 @@ def test_fixture_record_normalizes_to_literal_event(
 
 
 def test_fixture_pages_hold_the_records_the_literal_cases_cover() -> None:
-    """The literal cases cover every record of every fixture page (none silently skipped)."""
-    counts = {name: len(fixture_records(lt)) for name, lt in LOG_TYPES.items()}
-    covered = {name: sum(1 for case in FIXTURE_CASES if case[0] == name) for name in LOG_TYPES}
+    """The literal cases cover every record of every fixture page (none silently skipped), and every
+    log type has literal cases: from a fixture page, or from the case table of tests/logtype_cases.py."""
+    paged = [name for name in LOG_TYPES if (FIXTURES / f"{name}_page.json").exists()]
+    counts = {name: len(fixture_records(LOG_TYPES[name])) for name in paged}
+    covered = {name: sum(1 for case in FIXTURE_CASES if case[0] == name) for name in paged}
     assert counts == covered == {"ttp_url": 2, "ttp_impersonation": 2, "archive_search": 2}
+    tabled = {case[0] for case in logtype_cases.CASES}
+    assert tabled.isdisjoint(paged)
+    assert set(LOG_TYPES) == set(paged) | tabled
+
+
+@pytest.mark.parametrize(
+    ("name", "record", "key", "time", "doc"),
+    logtype_cases.CASES,
+    ids=[f"{case[0]}-{i}" for i, case in enumerate(logtype_cases.CASES)],
+)
+def test_case_table_record_normalizes_to_literal_event(
+    name: str, record: dict[str, Any], key: str, time: int, doc: dict[str, Any]
+) -> None:
+    """Each record of the case table becomes exactly its pinned ECS document, key and event time."""
+    event = build_event(LOG_TYPES[name], copy.deepcopy(record), "acme", fallback_time=FALLBACK)
+    assert event.doc == doc
+    assert event.key == key
+    assert event.time == time
 
 
 @pytest.mark.parametrize(("admin", "expected"), [("true", ["admin"]), (True, ["admin"]), ("TRUE", ["admin"])])
@@ -339,7 +397,7 @@ def test_is_admin_string_and_boolean_true_give_the_same_roles(admin: Any, expect
     """isAdmin true as a boolean or as text (any case) gives user.roles ["admin"]."""
     record = {"createTime": "2024-03-25T12:04:48+0000", "emailAddr": "a@corp.example", "isAdmin": admin}
     event = build_event(LOG_TYPES["archive_search"], record, "acme", fallback_time=FALLBACK)
-    assert event.doc["user"] == {"email": "a@corp.example", "roles": expected}
+    assert event.doc["user"] == {"email": "a@corp.example", "name": "a", "domain": "corp.example", "roles": expected}
 
 
 @pytest.mark.parametrize("admin", ["false", False, "False", None, "yes", 1])
@@ -347,7 +405,7 @@ def test_is_admin_false_or_unknown_gives_no_roles(admin: Any) -> None:
     """isAdmin false (boolean or text) or anything unrecognized gives no user.roles."""
     record = {"createTime": "2024-03-25T12:04:48+0000", "emailAddr": "a@corp.example", "isAdmin": admin}
     event = build_event(LOG_TYPES["archive_search"], record, "acme", fallback_time=FALLBACK)
-    assert event.doc["user"] == {"email": "a@corp.example"}
+    assert event.doc["user"] == {"email": "a@corp.example", "name": "a", "domain": "corp.example"}
 
 
 @pytest.mark.parametrize(
@@ -458,6 +516,7 @@ def test_non_object_record_is_kept_raw_with_error_tag() -> None:
     event = build_event(LOG_TYPES["ttp_url"], ["not", "an", "object"], "acme", fallback_time=FALLBACK)
     assert event.doc == {
         "@timestamp": "2023-11-14T22:13:20.000Z",
+        "ecs": ECS,
         "event": {"dataset": "mimecast.ttp_url", "module": "mimecast", "id": event.key, "kind": "event"},
         "observer": OBSERVER,
         "labels": {"mimecast_account": "acme", "mimecast_log_type": "ttp_url"},
@@ -475,6 +534,7 @@ def test_record_without_time_field_is_kept_raw_with_error_tag() -> None:
     event = build_event(LOG_TYPES["ttp_impersonation"], record, "acme", fallback_time=FALLBACK)
     assert event.doc == {
         "@timestamp": "2023-11-14T22:13:20.000Z",
+        "ecs": ECS,
         "event": {"dataset": "mimecast.ttp_impersonation", "module": "mimecast", "id": event.key, "kind": "event"},
         "observer": OBSERVER,
         "labels": {"mimecast_account": "acme", "mimecast_log_type": "ttp_impersonation"},
@@ -491,6 +551,7 @@ def test_record_with_unparsable_date_is_kept_raw_with_error_tag() -> None:
     event = build_event(LOG_TYPES["archive_search"], record, "acme", fallback_time=FALLBACK)
     assert event.doc == {
         "@timestamp": "2023-11-14T22:13:20.000Z",
+        "ecs": ECS,
         "event": {"dataset": "mimecast.archive_search", "module": "mimecast", "id": event.key, "kind": "event"},
         "observer": OBSERVER,
         "labels": {"mimecast_account": "acme", "mimecast_log_type": "archive_search"},
@@ -615,7 +676,9 @@ def test_log_type_declaration_is_consistent(name: str) -> None:
     assert log_type.path.startswith("/api/")
     assert log_type.dataset == f"mimecast.{name}"
     assert log_type.from_field != log_type.to_field
-    assert log_type.array_key
+    assert log_type.array_key is None or log_type.array_key  # None: data[] holds the records
+    assert log_type.alt_path is None or (log_type.alt_path.startswith("/api/") and log_type.alt_path != log_type.path)
+    assert log_type.event_id_description
     for spec in log_type.filters.values():
         assert spec.kind in ("str", "bool", "str_list")
         assert spec.request_field not in (log_type.from_field, log_type.to_field, "oldestFirst")
@@ -667,7 +730,12 @@ def test_generated_records_normalize_without_error(name: str) -> None:
         assert "tags" not in event.doc
         assert event.time == epoch
         assert event.doc["mimecast"] == record
-        assert event.doc["event"]["id"] == event.key == dedup_key(record, log_type.dedup_fields)
+        assert event.doc["event"]["id"] == event.key == record_key(log_type, record)
+        if log_type.event_id_field is None:
+            assert event.key == dedup_key(record, log_type.dedup_fields)
+        else:  # Mimecast's own unique id, as sent
+            assert event.key == record[log_type.event_id_field]
+        assert event.doc["ecs"] == {"version": ECS_VERSION}
         assert orjson.loads(serialize(event.doc)) == event.doc
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import ipaddress
+import random
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.logtypes import LOG_TYPES, build_event, dedup_key, serialize
-from collector.logtypes.base import NORMALIZE_ERROR_TAG, ip_or_none, url_fields
+from collector.logtypes.base import (
+    ECS_VERSION,
+    MAX_ID_CHARS,
+    NORMALIZE_ERROR_TAG,
+    file_extension,
+    ip_or_none,
+    url_fields,
+)
+from collector.simulator.data import GENERATORS
+from tests import logtype_cases
 
 FALLBACK = 1_700_000_000
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -37,13 +47,21 @@ FUZZ = settings(
 
 
 def _known_fields() -> list[str]:
-    """Every field name Mimecast uses in the fixtures, plus each log type's time and dedup fields."""
+    """Every field name Mimecast uses in the fixtures, the case table and the simulator's records,
+    plus each log type's time, id and dedup fields."""
     names: set[str] = set()
+    rng = random.Random(0)
     for log_type in LOG_TYPES.values():
         names.add(log_type.time_field)
         names.update(log_type.dedup_fields or ())
-        body = orjson.loads((FIXTURES / f"{log_type.name}_page.json").read_bytes())
-        for record in body["data"][0][log_type.array_key]:
+        names.update([log_type.event_id_field] if log_type.event_id_field else [])
+        page = FIXTURES / f"{log_type.name}_page.json"
+        records = (
+            orjson.loads(page.read_bytes())["data"][0][log_type.array_key]
+            if page.exists()
+            else logtype_cases.records(log_type.name)
+        )
+        for record in [*records, GENERATORS[log_type.name](rng, FALLBACK)]:
             names.update(record)
     return sorted(names)
 
@@ -88,8 +106,13 @@ def _check_invariants(name: str, record: Any) -> dict[str, Any]:
     spooled = orjson.loads(serialize(event.doc))
     assert isinstance(spooled, dict)
     assert ECS_TIMESTAMP.match(spooled["@timestamp"])
-    assert HEX32.match(event.key)
+    own_id = record.get(log_type.event_id_field) if log_type.event_id_field and isinstance(record, dict) else None
+    if isinstance(own_id, str) and 0 < len(own_id) <= MAX_ID_CHARS:
+        assert event.key == own_id  # Mimecast's unique id, as sent
+    else:
+        assert HEX32.match(event.key)
     assert spooled["event"]["id"] == event.key == event.doc["event"]["id"]
+    assert spooled["ecs"] == {"version": ECS_VERSION}  # normalized or kept raw
     assert spooled["event"]["dataset"] == f"mimecast.{name}"
     assert spooled["labels"] == {"mimecast_account": "acme", "mimecast_log_type": name}
     assert "mimecast" in spooled
@@ -97,7 +120,31 @@ def _check_invariants(name: str, record: Any) -> dict[str, Any]:
         assert event.time == FALLBACK
         assert spooled["@timestamp"] == "2023-11-14T22:13:20.000Z"
         assert 0 < len(spooled["error"]["message"]) <= 500
+    else:
+        _check_related(spooled)
     return spooled
+
+
+def _check_related(doc: dict[str, Any]) -> None:
+    """Every address, user and IP an event names is in related.*, and user.* is split consistently."""
+    related = doc.get("related", {})
+    named = [
+        *doc.get("email", {}).get("from", {}).get("address", []),
+        *doc.get("email", {}).get("to", {}).get("address", []),
+    ]
+    sender = doc.get("email", {}).get("sender", {}).get("address")
+    user = doc.get("user", {})
+    for address in [*named, *([sender] if sender else []), *([user["email"]] if "email" in user else [])]:
+        assert address in related["user"]
+    if "ip" in doc.get("source", {}):
+        assert doc["source"]["ip"] in related["ip"]
+    if "email" in user:
+        local, _, domain = user["email"].rpartition("@")
+        assert (user.get("name"), user.get("domain")) == (local or None, domain.lower() or None)
+    for key in ("user", "ip", "hosts"):
+        values = related.get(key, [])
+        assert values == list(dict.fromkeys(values))  # each once
+        assert all(values)  # never empty
 
 
 @FUZZ
@@ -183,6 +230,9 @@ def _url_fields_by_urlsplit(original: str) -> dict[str, Any]:
     ):
         if value:
             out[name] = value
+    extension = file_extension(parts.path) if parts.path else None
+    if extension:
+        out["extension"] = extension
     return out
 
 

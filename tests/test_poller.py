@@ -75,8 +75,8 @@ async def test_empty_page_with_a_next_token_ends_the_window(make_sim: Callable[.
     assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected_ids(records))
     # One window per stream (2-day windows over a 3-day backlog with 1 day of data -> 2 windows, the
     # first empty): pages = 1 data page + 1 empty trap page for the window with data, 1 for the other.
-    for path in ("/api/ttp/url/get-logs", "/api/ttp/impersonation/get-logs", "/api/archive/get-search-logs"):
-        assert sim.stats.calls_to(path) == 3
+    for log_type in LOG_TYPES.values():
+        assert sim.stats.calls_to(log_type.path) == 3, log_type.name
 
 
 async def test_repeating_page_token_is_detected_and_the_stream_fails(

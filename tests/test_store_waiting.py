@@ -1,4 +1,5 @@
-"""A stream's server-imposed wait in the state file (schema 3), and files of schema 2 brought up to it."""
+"""A stream's server-imposed wait (schema 3) and remembered endpoint path (schema 4) in the state file,
+and files of schema 2 brought up to the current schema."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.state.db import SCHEMA_VERSION
 from collector.state.store import Store
 
 # The streams table as schema 2 wrote it: no wait columns.
@@ -81,20 +83,48 @@ async def test_reset_clears_a_recorded_wait(store: Store) -> None:
 
 
 @pytest.mark.parametrize("columns_already_added", [False, True], ids=["v2", "cut-short"])
-async def test_a_schema_2_file_migrates_to_3_keeping_its_streams(tmp_path: Path, columns_already_added: bool) -> None:
-    """Opening a v2 file adds the wait columns (also after a migration cut short) and keeps every row."""
+async def test_a_schema_2_file_migrates_to_the_current_schema_keeping_its_streams(
+    tmp_path: Path, columns_already_added: bool
+) -> None:
+    """Opening a v2 file adds the wait and endpoint columns (also after a migration cut short) and keeps
+    every row."""
     path = v2_file(tmp_path / "state.db", columns_already_added=columns_already_added)
 
     store = await Store.open(path)
     try:
         await store.record_waiting("acme", "ttp_url", 99.0, "rate-limit budget used up")
         [row] = await store.streams()
+        state = await store.stream("acme", "ttp_url", start=0)
+        await store.save_endpoint_path(state.id, "/api/other")
+        again = await store.stream("acme", "ttp_url", start=0)
     finally:
         await store.close()
 
     assert (row["account"], row["window_start"], row["events_total"]) == ("acme", 1000, 42)
     assert (row["waiting_until"], row["waiting_reason"]) == (99.0, "rate-limit budget used up")
-    assert user_version(path) == 3
+    assert (state.window_start, state.endpoint_path, again.endpoint_path) == (1000, None, "/api/other")
+    assert SCHEMA_VERSION == 4
+    assert user_version(path) == SCHEMA_VERSION
+
+
+async def test_a_remembered_endpoint_path_survives_a_reopen_and_a_reset(tmp_path: Path) -> None:
+    """save_endpoint_path is on disk for the next process; rewinding the stream keeps it (it is the
+    account's API, not the stream's position)."""
+    path = tmp_path / "state.db"
+    first = await Store.open(path)
+    try:
+        state = await first.stream("acme", "archive_search", start=1000)
+        await first.save_endpoint_path(state.id, "/api/archive/get-search-logs")
+        await first.reset_stream("acme", "archive_search", 500)
+    finally:
+        await first.close()
+    second = await Store.open(path)
+    try:
+        reopened = await second.stream("acme", "archive_search", start=0)
+    finally:
+        await second.close()
+
+    assert (reopened.window_start, reopened.endpoint_path) == (500, "/api/archive/get-search-logs")
 
 
 async def test_status_reads_a_schema_2_file_without_migrating_it(tmp_path: Path) -> None:

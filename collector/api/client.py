@@ -61,8 +61,11 @@ def request_body(data: Mapping[str, Any], page_size: int, page_token: str | None
     return orjson.dumps({"meta": {"pagination": pagination}, "data": [data]})
 
 
-def parse_answer(status: int, raw: bytes, array_key: str, *, oauth2: bool) -> Page:
-    """Check one answer: HTTP status, ``fail[]`` (even on 200), and the shape of ``data``."""
+def parse_answer(status: int, raw: bytes, array_key: str | None, *, oauth2: bool) -> Page:
+    """Check one answer: HTTP status, ``fail[]`` (even on 200), and the shape of ``data``.
+
+    The records are ``data[i][array_key]`` for every element, or ``data[]`` itself when the log type
+    declares no array key (audit events)."""
     doc = _loads(raw)
     failure = _first_failure(doc)
     if status != 200 or failure is not None:
@@ -74,15 +77,22 @@ def parse_answer(status: int, raw: bytes, array_key: str, *, oauth2: bool) -> Pa
     data = doc.get("data")
     if not isinstance(data, list):
         raise ApiError(Action.RETRY, "malformed answer: no data array", status=status)
-    records: list[Any] = []
+    if array_key is None:
+        records: list[Any] = data
+        return Page(records, _next_token(doc))
+    records = []
     for element in data:
         found = element.get(array_key) if isinstance(element, dict) else None
         if not isinstance(found, list):
             raise ApiError(Action.RETRY, f"malformed answer: no {array_key!r} array in data", status=status)
         records.extend(found)
+    return Page(records, _next_token(doc))
+
+
+def _next_token(doc: dict[str, Any]) -> str | None:
     pagination = doc.get("meta", {}).get("pagination") if isinstance(doc.get("meta"), dict) else None
     next_token = pagination.get("next") if isinstance(pagination, dict) else None
-    return Page(records, next_token if isinstance(next_token, str) and next_token else None)
+    return next_token if isinstance(next_token, str) and next_token else None
 
 
 def _loads(raw: bytes) -> Any:
@@ -210,7 +220,7 @@ class MimecastClient:
         self,
         stream: str,
         path: str,
-        array_key: str,
+        array_key: str | None,
         data: Mapping[str, Any],
         *,
         page_size: int,
@@ -275,7 +285,7 @@ class MimecastClient:
         self._log.warning("api_page_shrunk", stream=stream, path=path, page_size=smaller, error=redact(str(error)))
         return smaller
 
-    async def _attempt(self, stream: str, path: str, array_key: str, body: bytes) -> Page:
+    async def _attempt(self, stream: str, path: str, array_key: str | None, body: bytes) -> Page:
         async with self.pacer(path).slot(stream) as ticket:
             # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
             try:

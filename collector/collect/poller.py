@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 
-from collector.api.client import MimecastClient
+from collector.api.client import MimecastClient, Page
 from collector.api.errors import ANSWER_TOO_LARGE, Action, ApiError
 from collector.config.model import AccountConfig
 from collector.logs import get_logger, redact
@@ -28,6 +28,7 @@ from collector.timeutil import iso
 MAX_WINDOW_RESTARTS = 3  # token rejections / loops in one window before the stream is declared failed
 REPEAT_RETRIES = 2  # a repeated token is asked for again this often before the window restarts
 REPEAT_RETRY_SECS = 0.5
+LOOKBACK_MARGIN_SECS = 600  # a clamped position stays this far inside the API's lookback limit
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class StreamSpec:
     path: str
     page_size: int
     filters: dict[str, Any] = field(default_factory=dict)
+    path_configured: bool = False  # a configured path is always used, never swapped for another
 
     @property
     def name(self) -> str:
@@ -55,6 +57,7 @@ class StreamSpec:
                     path=(options.path if options and options.path else log_type.path),
                     page_size=(options.page_size if options and options.page_size else account.page_size),
                     filters=dict(options.filters) if options else {},
+                    path_configured=bool(options and options.path),
                 )
             )
         return specs
@@ -98,13 +101,20 @@ class Poller:
         self.state: StreamState | None = None
         # Halved by the client after an oversize answer; back to the configured size with each new window.
         self._page_size = spec.page_size
+        self._path = spec.path  # the endpoint path called; see _fetch for when it changes
 
     async def run(self) -> bool:
         """Collect until cancelled (daemon) or caught up with ``once_until``; False after a fatal error."""
         account = self.spec.account
         state = await self._store.stream(*self._labels, start=account.default_start(now=self._clock()))
         self.state = state
-        self._log.info("stream_started", position=iso(state.window_start), resuming_page=state.page_token is not None)
+        self._path = self._remembered_path(state)
+        self._log.info(
+            "stream_started",
+            position=iso(state.window_start),
+            resuming_page=state.page_token is not None,
+            path=self._path,
+        )
         while True:
             try:
                 if await self._collect():
@@ -126,7 +136,7 @@ class Poller:
         seen_tokens: set[str] = set()
         while True:
             assert self.state is not None
-            state = self.state
+            state = self.state = await self._within_lookback(self.state)
             window_end = state.window_end if state.window_end is not None else self._next_window_end(state)
             if window_end is None:
                 if self._once_until is not None:
@@ -181,15 +191,7 @@ class Poller:
             await self._before_fetch()  # backpressure: the spool has room again
         data = log_type.request_data(state.window_start - account.overlap_secs, window_end, self.spec.filters)
         try:
-            page = await self._client.fetch_page(
-                self.spec.name,
-                self.spec.path,
-                log_type.array_key,
-                data,
-                page_size=self._page_size,
-                page_token=state.page_token,
-                on_retry=self._retrying,
-            )
+            page = await self._fetch(data, state.page_token)
         except ApiError as error:
             # A record too large for max_response_bytes stays too large from the window's first page too.
             if state.page_token is not None and error.action is Action.FATAL and error.code != ANSWER_TOO_LARGE:
@@ -227,6 +229,80 @@ class Poller:
         if next_token is None:
             self._log.info("window_committed", window_start=iso(state.window_start), window_end=iso(window_end))
         return next_state
+
+    async def _within_lookback(self, state: StreamState) -> StreamState:
+        """A position older than the API looks back (audit: 60 days) is moved forward to the oldest
+        it still answers for, with one warning: that history is gone, and asking for it is an error."""
+        limit = self.spec.log_type.max_lookback_secs
+        if limit is None:
+            return state
+        earliest = int(self._clock()) - limit + LOOKBACK_MARGIN_SECS + self.spec.account.overlap_secs
+        if state.window_start >= earliest:
+            return state
+        self._log.warning(
+            "start_clamped",
+            position=iso(state.window_start),
+            clamped_to=iso(earliest),
+            max_lookback_days=round(limit / 86_400, 1),
+        )
+        clamped = replace(state, window_start=earliest, window_end=None, page_token=None)
+        await self._store.save_position(clamped)
+        return clamped
+
+    def _remembered_path(self, state: StreamState) -> str:
+        """The path to call: the configured one, else the one of the log type's two that answered last."""
+        log_type = self.spec.log_type
+        remembered = state.endpoint_path
+        if self.spec.path_configured or remembered is None or remembered not in (log_type.path, log_type.alt_path):
+            return self.spec.path
+        return remembered
+
+    def _other_path(self, error: ApiError) -> str | None:
+        """The log type's other path, when the one called answered 404 and no path is configured."""
+        log_type = self.spec.log_type
+        if self.spec.path_configured or log_type.alt_path is None or error.status != 404:
+            return None
+        return log_type.alt_path if self._path == log_type.path else log_type.path
+
+    async def _fetch(self, data: dict[str, Any], page_token: str | None) -> Page:
+        """One page from the current path; on a 404 of a log type with two paths, the other one, once.
+        The path that answers is kept, and remembered for the next start."""
+        try:
+            return await self._fetch_from(self._path, data, page_token)
+        except ApiError as error:
+            other = self._other_path(error)
+            if other is None:
+                raise
+        tried = self._path
+        self._log.warning("endpoint_not_found", path=tried, trying=other)
+        try:
+            page = await self._fetch_from(other, data, page_token)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            raise ApiError(
+                Action.FATAL,
+                f"neither {tried} nor {other} exists on {self.spec.account.url} (both HTTP 404)",
+                status=404,
+                hint="check base_url/region; if this endpoint has yet another path, set it as `path` in the "
+                f"[accounts.{self.spec.account.name}.{self.spec.log_type.name}] table",
+            ) from None
+        self._path = other
+        assert self.state is not None
+        await self._store.save_endpoint_path(self.state.id, other)
+        self._log.info("endpoint_path_chosen", path=other, instead_of=tried)
+        return page
+
+    async def _fetch_from(self, path: str, data: dict[str, Any], page_token: str | None) -> Page:
+        return await self._client.fetch_page(
+            self.spec.name,
+            path,
+            self.spec.log_type.array_key,
+            data,
+            page_size=self._page_size,
+            page_token=page_token,
+            on_retry=self._retrying,
+        )
 
     def _count(self, events: list[Any], new: int, duplicates: int) -> None:
         t = self._telemetry

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, compact, text, truthy
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, related, text, truthy, user_fields
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
     """ECS fields of one archive search log (pure)."""
     is_admin = truthy(record.get("isAdmin"))
+    user = address(record, "emailAddr")
+    user_doc = user_fields(user)
+    if user_doc is not None and is_admin:
+        user_doc["roles"] = ["admin"]
     return compact(
         {
             # ECS "api" allows the "access" type; the folder searched stays under mimecast.searchPath
@@ -21,18 +25,19 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "type": ["access"],
                 "reason": text(record, "searchReason"),
             },
-            "user": {
-                "email": text(record, "emailAddr"),
-                "roles": ["admin"] if is_admin else None,
-            },
+            "user": user_doc,
             "message": text(record, "description"),
+            "related": related((user,)),
         }
     )
 
 
 LOG_TYPE = LogType(
     name="archive_search",
-    path="/api/archive/get-search-logs",
+    # Mimecast's API reference and Elastic's integration (both API versions) call the first path; one
+    # connector's documentation the second. Both are tried, the reference's first (see alt_path).
+    path="/api/archive/get-archive-search-logs",
+    alt_path="/api/archive/get-search-logs",
     array_key="logs",
     from_field="start",
     to_field="end",

@@ -1,9 +1,9 @@
 """What a log type declares, and the generic, pure code that turns one raw record into an event.
 
 A log type module declares a :class:`LogType` and a pure ``normalize(record) -> dict`` that returns
-only its own ECS fields. :func:`build_event` adds what every event has (``@timestamp``, ``event.id``,
-``event.dataset``, ``observer``, ``labels``, the original record under ``mimecast``), and never drops
-a record: one that cannot be normalized is kept raw with an error tag.
+only its own ECS fields. :func:`build_event` adds what every event has (``@timestamp``, ``ecs.version``,
+``event.id``, ``event.dataset``, ``observer``, ``labels``, the original record under ``mimecast``), and
+never drops a record: one that cannot be normalized is kept raw with an error tag.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -24,6 +24,8 @@ from collector.timeutil import api_date, ecs_timestamp, parse_api_date
 JsonDict = dict[str, Any]
 FilterKind = Literal["str", "bool", "str_list"]
 NORMALIZE_ERROR_TAG = "mimecast_normalize_error"
+ECS_VERSION = "8.11.0"  # the ECS release the field mapping of every log type targets
+MAX_ID_CHARS = 256  # a longer "unique id" is not trusted as one: the event is keyed by hash instead
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,38 @@ class LogType:
 
     name: str  # config and dataset name, e.g. "ttp_url"
     path: str  # default endpoint path
-    array_key: str  # where the records are: data[0][array_key]
+    array_key: str | None  # where the records are: data[i][array_key]; None: data[] holds the records
     from_field: str  # request field for the window start
     to_field: str  # request field for the window end
-    time_field: str  # record field holding the event time
+    time_field: str  # record field holding the event time (any ISO 8601 form with an offset parses)
     # Fields that identify a record; None means the whole record. Missing and null stay distinct.
     dedup_fields: tuple[str, ...] | None
     normalize: Callable[[Mapping[str, Any]], JsonDict]
     send_oldest_first: bool = True
     filters: Mapping[str, FilterSpec] = field(default_factory=dict)
     extra_request: Mapping[str, Any] = field(default_factory=dict)
+    # A second path for the same endpoint, tried once when the default answers 404 (sources disagree).
+    alt_path: str | None = None
+    # How far back the API answers at all; an older stream position is moved forward to it.
+    max_lookback_secs: int | None = None
+    # A record field Mimecast promises unique: it is then the event's id and dedup key, as sent.
+    event_id_field: str | None = None
+    event_id_doc: str = ""  # what event.id holds, when the generic description is not enough
 
     @property
     def dataset(self) -> str:
         return f"mimecast.{self.name}"
+
+    @property
+    def event_id_description(self) -> str:
+        """One line for the docs: what this log type's ``event.id`` holds."""
+        if self.event_id_doc:
+            return self.event_id_doc
+        if self.event_id_field is not None:
+            return f"Mimecast's own `{self.event_id_field}` (unique per event)"
+        if self.dedup_fields is None:
+            return "hash of the whole record (the record has no id)"
+        return "hash of " + ", ".join(f"`{name}`" for name in self.dedup_fields)
 
     def request_data(self, from_secs: int, to_secs: int, filters: Mapping[str, Any]) -> JsonDict:
         """The one ``data[]`` element of a request; identical for every page of a window."""
@@ -98,9 +118,20 @@ def dedup_key(record: Any, fields: tuple[str, ...] | None) -> str:
     return hashlib.blake2b(_dumps(material, sort_keys=True), digest_size=16).hexdigest()
 
 
+def record_key(log_type: LogType, record: Any) -> str:
+    """The event's id and dedup key: Mimecast's own id where the log type has a unique one and the
+    record carries it as bounded text, else :func:`dedup_key` of the identifying fields."""
+    id_field = log_type.event_id_field
+    if id_field is not None and record.__class__ is dict:
+        value = record.get(id_field)
+        if value.__class__ is str and 0 < len(value) <= MAX_ID_CHARS:
+            return value
+    return dedup_key(record, log_type.dedup_fields)
+
+
 def build_event(log_type: LogType, record: Any, account: str, fallback_time: int) -> Event:
     """Normalize one raw record; a record that cannot be normalized is kept raw, tagged, never dropped."""
-    key = dedup_key(record, log_type.dedup_fields)
+    key = record_key(log_type, record)
     event: JsonDict = {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"}
     # Fresh dicts per event: sharing them would let one consumer's edit leak into every event.
     observer = {"vendor": "Mimecast", "product": "Mimecast Email Security"}
@@ -111,6 +142,7 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
     except Exception as exc:
         kept = {
             "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
+            "ecs": {"version": ECS_VERSION},
             "event": event,
             "observer": observer,
             "labels": labels,
@@ -122,7 +154,14 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
     own_event = specific.pop("event", None)
     if own_event:
         event.update(own_event)
-    doc = {"@timestamp": timestamp, "event": event, "observer": observer, "labels": labels, **specific}
+    doc = {
+        "@timestamp": timestamp,
+        "ecs": {"version": ECS_VERSION},
+        "event": event,
+        "observer": observer,
+        "labels": labels,
+        **specific,
+    }
     doc["mimecast"] = dict(record)
     return Event(key, epoch, doc)
 
@@ -248,9 +287,71 @@ def url_fields(original: str) -> JsonDict:
         out["domain"] = domain
     if path:
         out["path"] = path
+        extension = file_extension(path)  # ECS: without the dot ("exe", "html")
+        if extension:
+            out["extension"] = extension
     if query:
         out["query"] = query
     return out
+
+
+def file_extension(name: str) -> str | None:
+    """ECS ``*.extension`` of a file name or URL path: without the dot, lower case, short and plain."""
+    dot = name.rfind(".")
+    if dot < 0 or name.rfind("/") > dot:
+        return None
+    extension = name[dot + 1 :].strip().lower()
+    return extension if 0 < len(extension) <= 10 and extension.isalnum() else None
+
+
+def address(record: Mapping[str, Any], name: str) -> str | None:
+    """An email address field; ``<>`` (the null sender of bounces) is no address."""
+    value = text(record, name)
+    return None if value is None or value == "<>" else value
+
+
+def user_fields(email: str | None) -> JsonDict | None:
+    """ECS ``user.*`` of a user known by address: ``email``, and ``name``/``domain`` split from it."""
+    if email is None:
+        return None
+    name, at, domain = email.rpartition("@")
+    if not at:
+        return {"name": email}
+    return {"email": email, "name": name or None, "domain": domain.lower() or None}
+
+
+def related(
+    addresses: Iterable[str | None], ips: Iterable[str | None] = (), hosts: Iterable[str | None] = ()
+) -> JsonDict:
+    """ECS ``related.*``: the users (addresses), IPs and hosts (address and URL domains) an event
+    touches, each once, in order; SIEM correlation searches key on these."""
+    users: list[str] = []
+    domains: list[str] = []
+    for value in addresses:
+        if value and value not in users:
+            users.append(value)
+            domain = value.rpartition("@")[2].lower()
+            if domain and domain != value.lower() and domain not in domains:
+                domains.append(domain)
+    for host in hosts:
+        if host and host not in domains:
+            domains.append(host)
+    found_ips = list(dict.fromkeys(ip for ip in ips if ip))
+    return {"user": users or None, "ip": found_ips or None, "hosts": domains or None}
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def sha256_or_none(value: Any) -> str | None:
+    """A SHA-256 digest in lower-case hex, or None."""
+    return value.lower() if isinstance(value, str) and _SHA256.fullmatch(value) else None
+
+
+def nested_text(record: Mapping[str, Any], outer: str, inner: str) -> str | None:
+    """``record[outer][inner]`` as text, or None when either level is missing or not what it should be."""
+    value = record.get(outer)
+    return text(value, inner) if isinstance(value, dict) else None
 
 
 def compact(doc: JsonDict) -> JsonDict:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, compact, ip_or_none, text, truthy
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, ip_or_none, related, text, truthy
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
     """ECS fields of one impersonation log (pure)."""
-    sender = text(record, "senderAddress")
-    recipient = text(record, "recipientAddress")
+    sender = address(record, "senderAddress")
+    recipient = address(record, "recipientAddress")
     malicious = truthy(record.get("taggedMalicious"))
+    ip = ip_or_none(record.get("senderIpAddress"))
     return compact(
         {
             "event": {
@@ -27,11 +28,12 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "message_id": text(record, "messageId"),
                 "direction": "inbound",
             },
-            "source": {"ip": ip_or_none(record.get("senderIpAddress"))},
+            "source": {"ip": ip},
             "rule": {"name": text(record, "definition")},
             "threat": {
                 "indicator": {"type": "email-addr", "email": {"address": sender}} if malicious else None,
             },
+            "related": related((sender, recipient), (ip,)),
         }
     )
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, compact, ip_or_none, text, url_fields
+from collector.logtypes.base import (
+    FilterSpec,
+    JsonDict,
+    LogType,
+    address,
+    compact,
+    ip_or_none,
+    related,
+    text,
+    url_fields,
+    user_fields,
+)
 
 _DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
 
@@ -14,9 +25,11 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     """ECS fields of one click log (pure)."""
     url = text(record, "url")
     route = text(record, "route")
-    user = text(record, "userEmailAddress")
-    sender = text(record, "fromUserEmailAddress")
+    user = address(record, "userEmailAddress")
+    sender = address(record, "fromUserEmailAddress")
     malicious = text(record, "scanResult") == "malicious"
+    url_doc = url_fields(url) if url else None
+    ip = ip_or_none(record.get("sendingIp"))
     return compact(
         {
             "event": {
@@ -24,7 +37,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "category": ["email", "threat"],
                 "type": ["indicator"] if malicious else ["info"],
             },
-            "user": {"email": user},
+            "user": user_fields(user),
             "email": {
                 "to": {"address": [user] if user else None},
                 "from": {"address": [sender] if sender else None},
@@ -32,9 +45,10 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "message_id": text(record, "messageId"),
                 "direction": _DIRECTIONS.get(route or ""),
             },
-            "url": url_fields(url) if url else None,
-            "source": {"ip": ip_or_none(record.get("sendingIp"))},
+            "url": url_doc,
+            "source": {"ip": ip},
             "rule": {"name": text(record, "ttpDefinition")},
+            "related": related((user, sender), (ip,), (url_doc.get("domain") if url_doc else None,)),
         }
     )
 

@@ -1,4 +1,6 @@
-"""Seeded, realistic Mimecast log records for the simulator (tests, benchmarks and the demo)."""
+"""The simulated API's log types: seeded, realistic records (tests, benchmarks and the demo), and each
+endpoint as the simulator checks requests to it. Declared here independently of the collector's own
+log type declarations, so a wrong field name on the collector's side is a rejected request here."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ _URL_HOSTS = (
     "oneclient.sfx.ms",
     "pay.invoices.example",
 )
+_URL_ENDINGS = ("", "", "/", ".html", ".exe", ".php")
 _CATEGORIES = ("Phishing & Fraud", "Dangerous file extension", "Malware", "Business/Finance", "Web Infrastructure")
 
 
@@ -69,7 +72,7 @@ def ttp_url_record(rng: random.Random, epoch: int) -> dict[str, Any]:
     return {
         "userEmailAddress": _user(rng),
         "fromUserEmailAddress": rng.choice(_SENDERS),
-        "url": f"https://{rng.choice(_URL_HOSTS)}/{_token(rng, 12)}?ref={_token(rng, 6)}",
+        "url": f"https://{rng.choice(_URL_HOSTS)}/{_token(rng, 12)}{rng.choice(_URL_ENDINGS)}?ref={_token(rng, 6)}",
         "ttpDefinition": "Default Inbound URL Protect Definition",
         "subject": rng.choice(_SUBJECTS),
         "action": "block" if malicious else rng.choice(("allow", "warn")),
@@ -142,10 +145,124 @@ def archive_search_record(rng: random.Random, epoch: int) -> dict[str, Any]:
     }
 
 
+_FILES = (
+    ("invoice_0457.pdf", "application/pdf"),
+    ("payroll update.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+    ("Q3 figures.xlsm", "application/vnd.ms-excel.sheet.macroEnabled.12"),
+    ("scan0042.zip", "application/zip"),
+    ("label.html", "text/html"),
+)
+
+
+def ttp_attachment_record(rng: random.Random, epoch: int) -> dict[str, Any]:
+    malicious = rng.random() < 0.2
+    name, mime = rng.choice(_FILES)
+    route = rng.choice(("inbound", "inbound", "outbound", "internal"))
+    return {
+        # Bounces arrive with the null sender "<>", as in the public samples.
+        "senderAddress": "<>" if rng.random() < 0.1 else rng.choice(_SENDERS),
+        "recipientAddress": _user(rng),
+        "fileName": name,
+        "fileType": mime,
+        "result": "malicious" if malicious else rng.choice(("safe", "safe", "timeout")),
+        "actionTriggered": "sandbox, block" if malicious else rng.choice(("user release, none", "none")),
+        "date": api_time(epoch),
+        "details": ("Malicious" if malicious else "Safe") + f"\r\nTime taken: 0 hrs, 0 min, {rng.randint(1, 9)} sec",
+        "route": route,
+        "messageId": f"<{_token(rng, 16)}@mail.{_OURS}>",
+        "subject": rng.choice(_SUBJECTS),
+        "fileHash": "".join(rng.choices("0123456789abcdef", k=64)),
+        "definition": "Inbound - Safe file with On-Demand Sandbox",
+    }
+
+
+def dlp_record(rng: random.Random, epoch: int) -> dict[str, Any]:
+    route = rng.choice(("outbound", "outbound", "inbound", "internal"))
+    sender, recipient = (
+        (_user(rng), rng.choice(_SENDERS)) if route == "outbound" else (rng.choice(_SENDERS), _user(rng))
+    )
+    return {
+        "senderAddress": "<>" if rng.random() < 0.05 else sender,
+        "recipientAddress": recipient,
+        "subject": rng.choice(_SUBJECTS),
+        "eventTime": api_time(epoch),
+        "route": route,
+        "policy": rng.choice(("Confidential", "Content Inspection - Watermark", "Credit card numbers")),
+        "action": rng.choice(("hold", "notification", "block", "smart_folder")),
+        "messageId": f"<{_token(rng, 16)}@mail.{_OURS}>",
+    }
+
+
+_AUDIT = (
+    (
+        "User Logged On",
+        "authentication_logs",
+        "Successful authentication for {user}, IP: {ip}, Application: Administration Console",
+    ),
+    (
+        "Logon Authentication Failed",
+        "authentication_logs",
+        "Failed authentication for {user}, IP: {ip}, Reason: Wrong password",
+    ),
+    (
+        "Search Action",
+        "case_review_logs",
+        "Executed Search - Source: Search, IP: {ip}, Application: mimecast-case-review",
+    ),
+    ("Page Data Exports", "account_logs", "[Export type : Download,Requested By :{user},IP Address :{ip}]"),
+    ("Completed Directory Sync", "account_logs", "No changes found."),
+    ("User Password Changed", "user_account_and_role_logs", "Password reset for user: {user}, Remote IP is {ip}"),
+)
+
+
+def audit_record(rng: random.Random, epoch: int) -> dict[str, Any]:
+    audit_type, category, info = rng.choice(_AUDIT)
+    user = "" if audit_type == "Completed Directory Sync" else _user(rng)
+    return {
+        "id": f"eNq{_token(rng, 60)}",  # unique per event, as Mimecast's are
+        "auditType": audit_type,
+        "user": user,
+        "eventTime": api_time(epoch),
+        "eventInfo": info.format(user=user, ip=_ip(rng)),
+        "category": category,
+    }
+
+
+def held_release_record(rng: random.Random, epoch: int) -> dict[str, Any]:
+    sender = rng.choice(_SENDERS)
+    released = rng.random() < 0.7
+    recipient = _user(rng)
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return {
+        "id": f"eNpVj21LhEAUhf_{_token(rng, 40)}",
+        "attachments": rng.random() < 0.5,
+        "detectionLevel": rng.choice(("relaxed", "moderate", "aggressive")),
+        "fromEnv": {"displayableName": "", "emailAddress": sender},
+        "fromHdr": {"displayableName": sender.split("@")[0].title(), "emailAddress": sender},
+        "heldGroup": "IT Staff Global",
+        "heldReason": rng.choice(("High-Confidence Impersonation Protection", "Spam Detection", "Policy")),
+        "operator": rng.choice((recipient, f"admin@{_OURS}")),
+        "policy": rng.choice(("Moderate Spam Detection", "Default Impersonation Definition")),
+        "rejectReason": None if released else "Message contains undesirable content",
+        # The reference writes this one time with a colon in the offset; the simulator does too.
+        "released": moment.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+        "route": "inbound",
+        "size": rng.randint(2_000, 2_000_000),
+        "spamScore": rng.randint(0, 20),
+        "status": "released" if released else "rejected",
+        "subject": rng.choice(_SUBJECTS),
+        "to": [{"displayableName": "", "emailAddress": recipient}],
+    }
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
     "ttp_url": ttp_url_record,
     "ttp_impersonation": ttp_impersonation_record,
     "archive_search": archive_search_record,
+    "ttp_attachment": ttp_attachment_record,
+    "dlp": dlp_record,
+    "audit": audit_record,
+    "held_release": held_release_record,
 }
 
 
@@ -167,3 +284,43 @@ def generate(
         out.append(SimRecord(epoch, epoch + ingest_delay_secs, make(rng, epoch)))
     out.sort(key=lambda r: r.time)
     return out
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    log_type: str
+    array_key: str | None  # None: the records are data[] itself
+    from_field: str
+    to_field: str
+    optional: frozenset[str]
+    max_lookback_secs: int | None = None  # an older start is refused, as the real API does
+
+
+_ARCHIVE = Endpoint("archive_search", "logs", "start", "end", frozenset({"query"}))
+ENDPOINTS: dict[str, Endpoint] = {
+    "/api/ttp/url/get-logs": Endpoint(
+        "ttp_url", "clickLogs", "from", "to", frozenset({"oldestFirst", "route", "scanResult"})
+    ),
+    "/api/ttp/impersonation/get-logs": Endpoint(
+        "ttp_impersonation",
+        "impersonationLogs",
+        "from",
+        "to",
+        frozenset({"oldestFirst", "taggedMalicious", "searchField", "query", "identifiers", "actions"}),
+    ),
+    "/api/archive/get-search-logs": _ARCHIVE,
+    "/api/archive/get-archive-search-logs": _ARCHIVE,
+    "/api/ttp/attachment/get-logs": Endpoint(
+        "ttp_attachment", "attachmentLogs", "from", "to", frozenset({"oldestFirst", "route", "result"})
+    ),
+    "/api/dlp/get-logs": Endpoint("dlp", "dlpLogs", "from", "to", frozenset({"oldestFirst", "actions", "routes"})),
+    "/api/audit/get-audit-events": Endpoint(
+        "audit", None, "startDateTime", "endDateTime", frozenset({"query", "categories"}), 60 * 86_400
+    ),
+    "/api/gateway/get-held-release-logs": Endpoint("held_release", "heldReleaseLogs", "start", "end", frozenset()),
+}
+CHOICES = {
+    "route": ("inbound", "outbound", "internal", "all"),
+    "scanResult": ("clean", "malicious", "all"),
+    "result": ("safe", "malicious", "timeout", "error", "unsafe", "all"),
+}

@@ -8,40 +8,12 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from collector.simulator.data import SimRecord
+from collector.simulator.data import CHOICES, Endpoint, SimRecord
 from collector.timeutil import parse_request_date
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    log_type: str
-    array_key: str
-    from_field: str
-    to_field: str
-    optional: frozenset[str]
-
-
-_ARCHIVE = Endpoint("archive_search", "logs", "start", "end", frozenset({"query"}))
-ENDPOINTS: dict[str, Endpoint] = {
-    "/api/ttp/url/get-logs": Endpoint(
-        "ttp_url", "clickLogs", "from", "to", frozenset({"oldestFirst", "route", "scanResult"})
-    ),
-    "/api/ttp/impersonation/get-logs": Endpoint(
-        "ttp_impersonation",
-        "impersonationLogs",
-        "from",
-        "to",
-        frozenset({"oldestFirst", "taggedMalicious", "searchField", "query", "identifiers", "actions"}),
-    ),
-    "/api/archive/get-search-logs": _ARCHIVE,
-    "/api/archive/get-archive-search-logs": _ARCHIVE,
-}
-_CHOICES = {"route": ("inbound", "outbound", "internal", "all"), "scanResult": ("clean", "malicious", "all")}
 
 
 class TokenError(Exception):
@@ -77,9 +49,8 @@ def parse_query(body: Any, endpoint: Endpoint, max_page_size: int) -> dict[str, 
         raise ValueError(
             f"{endpoint.from_field}/{endpoint.to_field} must be dates like 2015-11-16T14:49:18+0000"
         ) from None
-    if start > end:
-        raise ValueError(f"{endpoint.from_field} is after {endpoint.to_field}")
-    for name, allowed in _CHOICES.items():
+    _check_window(endpoint, start, end)
+    for name, allowed in CHOICES.items():
         if name in filters and filters[name] not in allowed:
             raise ValueError(f"{name} must be one of {allowed}")
     for name in ("oldestFirst", "taggedMalicious"):
@@ -94,6 +65,13 @@ def parse_query(body: Any, endpoint: Endpoint, max_page_size: int) -> dict[str, 
         "page_token": token,
         "binding": hashlib.sha256(orjson.dumps(filters, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24],
     }
+
+
+def _check_window(endpoint: Endpoint, start: int, end: int) -> None:
+    if start > end:
+        raise ValueError(f"{endpoint.from_field} is after {endpoint.to_field}")
+    if endpoint.max_lookback_secs is not None and start < time.time() - endpoint.max_lookback_secs:
+        raise ValueError(f"{endpoint.from_field} is more than {endpoint.max_lookback_secs // 86_400} days ago")
 
 
 Key = tuple[int, int]
@@ -152,9 +130,13 @@ class RecordIndex:
 
 
 def _matches(record: dict[str, Any], filters: dict[str, Any]) -> bool:
-    for name in ("route", "scanResult"):
+    for name in ("route", "scanResult", "result"):
         wanted = filters.get(name)
         if wanted not in (None, "all") and record.get(name) != wanted:
+            return False
+    for name, field in (("actions", "action"), ("routes", "route"), ("categories", "category")):
+        allowed = filters.get(name)
+        if isinstance(allowed, list) and record.get(field) not in allowed:
             return False
     return not (filters.get("taggedMalicious") is True and record.get("taggedMalicious") is not True)
 

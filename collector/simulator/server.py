@@ -26,8 +26,8 @@ import orjson
 from aiohttp import web
 
 from collector.api.auth import hmac_signature
-from collector.simulator.data import SimRecord
-from collector.simulator.paging import ENDPOINTS, Endpoint, PageTokens, RecordIndex, TokenError, parse_query
+from collector.simulator.data import ENDPOINTS, Endpoint, SimRecord
+from collector.simulator.paging import PageTokens, RecordIndex, TokenError, parse_query
 from collector.timeutil import parse_hmac_date
 
 FAULT_KINDS = ("500", "503_html", "truncated", "reset", "slow", "retryable_fail")
@@ -61,6 +61,9 @@ class SimSettings:
     expire_token_every: int = 0  # ... is told its token expired
     repeat_token_every: int = 0  # ... is answered with the very token it presented
     max_clock_skew_secs: float = 900.0
+    # Endpoint paths that answer 404 as if this account's API did not have them (the archive search
+    # path differs between sources; this tests the fallback to the other one).
+    missing_paths: tuple[str, ...] = ()
     seed: int = 0
 
 
@@ -91,9 +94,7 @@ class FakeMimecast:
     def __init__(self, settings: SimSettings | None = None) -> None:
         self.settings = settings or SimSettings()
         self.stats = SimStats()
-        self.index: dict[str, RecordIndex] = {
-            name: RecordIndex() for name in ("ttp_url", "ttp_impersonation", "archive_search")
-        }
+        self.index: dict[str, RecordIndex] = {endpoint.log_type: RecordIndex() for endpoint in ENDPOINTS.values()}
         self._tokens = PageTokens(secrets.token_bytes(16))
         self._rng = random.Random(self.settings.seed)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -169,6 +170,10 @@ class FakeMimecast:
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         endpoint = ENDPOINTS[path]
+        if path in self.settings.missing_paths:  # before authentication, as a router answers
+            self.stats.calls[(path, 404)] += 1
+            self.stats.call_log.append((time.monotonic(), path, 404))
+            return web.Response(status=404, text="404: Not Found")
         if self.settings.latency_secs:
             await anyio.sleep(self.settings.latency_secs)
         who, problem = self._authenticate(request)
@@ -335,6 +340,8 @@ class FakeMimecast:
             pagination["next"] = self._tokens.issue(last_key, query["binding"])
         elif self.settings.trailing_empty_page and records and last_key is not None:
             pagination["next"] = self._tokens.issue(last_key, query["binding"], trap=True)
+        if endpoint.array_key is None:
+            return {"meta": {"status": 200, "pagination": pagination}, "data": records, "fail": []}
         element: dict[str, Any] = {endpoint.array_key: records}
         if endpoint.log_type == "ttp_impersonation":
             element["resultCount"] = len(records)

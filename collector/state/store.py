@@ -27,6 +27,7 @@ class StreamState:
     window_start: int  # everything before this is collected
     window_end: int | None  # end of the window being paged, None between windows
     page_token: str | None  # token for the next page of the current window
+    endpoint_path: str | None = None  # the path that answered last, for a log type with two
 
     def next_page(self, window_end: int, token: str) -> StreamState:
         return replace(self, window_end=window_end, page_token=token)
@@ -59,12 +60,13 @@ class Store(Spool):
             )
             row = await (
                 await db.execute(
-                    "SELECT id, window_start, window_end, page_token FROM streams WHERE account=? AND log_type=?",
+                    "SELECT id, window_start, window_end, page_token, endpoint_path FROM streams "
+                    "WHERE account=? AND log_type=?",
                     (account, log_type),
                 )
             ).fetchone()
         assert row is not None
-        return StreamState(row[0], account, log_type, row[1], row[2], row[3])
+        return StreamState(row[0], account, log_type, row[1], row[2], row[3], row[4])
 
     async def commit_page(
         self,
@@ -126,6 +128,11 @@ class Store(Spool):
                 "UPDATE streams SET window_start=?, window_end=?, page_token=? WHERE id=?",
                 (state.window_start, state.window_end, state.page_token, state.id),
             )
+
+    async def save_endpoint_path(self, stream_id: int, path: str) -> None:
+        """Remember which of a log type's two paths this account's API answers on, across restarts."""
+        async with self._transaction() as db:
+            await db.execute("UPDATE streams SET endpoint_path=? WHERE id=?", (path, stream_id))
 
     async def record_error(self, stream_id: int, summary: str, *, fatal: bool, now: float) -> None:
         async with self._transaction() as db:
