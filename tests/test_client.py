@@ -907,3 +907,30 @@ async def test_total_timeout_names_the_timeout_and_its_option(session: aiohttp.C
     finally:
         await runner.cleanup()
     assert [str(e) for e in errors] == ["request timeout after 1 s (request_timeout_secs)"]
+
+
+def test_records_in_data_itself_when_the_log_type_has_no_array_key() -> None:
+    """Audit events are data[] itself: each element is a record (a non-object too, for build_event to
+    keep raw), and the next token is read as for every other answer."""
+    body = orjson.dumps(
+        {
+            "meta": {"status": 200, "pagination": {"pageSize": 3, "next": "tok-2"}},
+            "data": [{"id": "a", "eventTime": "2024-01-01T00:00:00+0000"}, {"id": "b"}, "junk"],
+            "fail": [],
+        }
+    )
+    assert parse_answer(200, body, None, oauth2=False) == Page(
+        [{"id": "a", "eventTime": "2024-01-01T00:00:00+0000"}, {"id": "b"}, "junk"], "tok-2"
+    )
+    empty = orjson.dumps({"meta": {"status": 200, "pagination": {"pageSize": 0}}, "data": [], "fail": []})
+    assert parse_answer(200, empty, None, oauth2=False) == Page([], None)
+
+
+@pytest.mark.parametrize("data", [{"id": "a"}, None, "text"], ids=["object", "null", "string"])
+def test_data_that_is_not_an_array_is_malformed_without_an_array_key_too(data: Any) -> None:
+    """Without an array key, data must still be an array: anything else is retried as a malformed answer."""
+    body = orjson.dumps({"meta": {"status": 200}, "data": data, "fail": []})
+    with pytest.raises(ApiError) as caught:
+        parse_answer(200, body, None, oauth2=False)
+    assert caught.value.action is Action.RETRY
+    assert "no data array" in str(caught.value)

@@ -77,7 +77,15 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     """Defaults apply and relative paths are resolved next to the config file."""
     config = load_config(write(tmp_path, GOOD), env=ENV)
     account = config.accounts[0]
-    assert account.streams == ("ttp_url", "ttp_impersonation", "archive_search")
+    assert account.streams == (
+        "ttp_url",
+        "ttp_impersonation",
+        "archive_search",
+        "ttp_attachment",
+        "dlp",
+        "audit",
+        "held_release",
+    )
     assert (account.poll_interval_secs, account.lag_secs, account.overlap_secs, account.page_size) == (60, 60, 5, 500)
     assert account.access_key is not None
     assert account.access_key.reveal() == "access-key-value"
@@ -318,9 +326,9 @@ def test_validate_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeyp
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     assert main(["validate", "--config", str(write(tmp_path, GOOD))]) == 0
-    assert capsys.readouterr().out == "config OK: 1 account(s), 3 stream(s), 1 sink(s)\nsink 'local': reachable\n"
+    assert capsys.readouterr().out == "config OK: 1 account(s), 7 stream(s), 1 sink(s)\nsink 'local': reachable\n"
     assert main(["validate", "--offline", "--config", str(write(tmp_path, GOOD))]) == 0
-    assert capsys.readouterr().out == "config OK: 1 account(s), 3 stream(s), 1 sink(s)\n"
+    assert capsys.readouterr().out == "config OK: 1 account(s), 7 stream(s), 1 sink(s)\n"
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

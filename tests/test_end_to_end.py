@@ -11,9 +11,12 @@ from typing import Any
 import orjson
 
 from collector.config import load_config
+from collector.logtypes import LOG_TYPES
 from collector.service.app import Collector, RunResult
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
+
+SEVEN = ("ttp_url", "ttp_impersonation", "archive_search", "ttp_attachment", "dlp", "audit", "held_release")
 
 
 async def run_once(config_path: Path) -> RunResult:
@@ -28,21 +31,25 @@ def assert_clean_traffic(sim: FakeMimecast) -> None:
     assert sim.stats.reused_request_ids == 0
 
 
-async def test_three_log_types_over_two_days_arrive_exactly_once(make_sim: Callable[..., Any], tmp_path: Path) -> None:
-    """3 log types x 3,000 events over two days: every one delivered once, no 429, no rejected call."""
+async def test_seven_log_types_over_two_days_arrive_exactly_once(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """The seven windowed log types, listed in the config, x 3,000 events over two days: every one
+    delivered once, no 429, no rejected call."""
     sim = await make_sim(rate_limit=20, rate_window_ms=1000)
     records = seed(sim, 3000, days=2)
-    config = write_config(tmp_path, sim.base_url, account={"page_size": 200})
+    config = write_config(tmp_path, sim.base_url, account={"page_size": 200, "streams": list(SEVEN)})
 
     result = await run_once(config)
 
+    assert set(SEVEN) == set(LOG_TYPES) == set(records)
     assert result.exit_code == 0
     delivered = delivered_ids(tmp_path / "out")
-    assert len(delivered) == 9000
-    assert set(delivered) == expected_ids(records)
+    assert len(delivered) == 7 * 3000
+    assert sorted(delivered) == sorted(expected_ids(records))  # none lost, none twice
     assert sim.stats.throttled == 0
     assert_clean_traffic(sim)
-    assert sum(sim.stats.calls.values()) >= 3 * 3000 // 200
+    assert sum(sim.stats.calls.values()) >= 7 * 3000 // 200
+    for name in SEVEN:
+        assert sim.stats.records_served[name] >= 3000, name
 
 
 async def test_second_run_delivers_nothing_new(make_sim: Callable[..., Any], tmp_path: Path) -> None:
@@ -56,7 +63,7 @@ async def test_second_run_delivers_nothing_new(make_sim: Callable[..., Any], tmp
 
     assert (first.exit_code, second.exit_code) == (0, 0)
     delivered = delivered_ids(tmp_path / "out")
-    assert len(delivered) == 1500
+    assert len(delivered) == 500 * len(LOG_TYPES)
     assert set(delivered) == expected_ids(records)
 
 
@@ -115,7 +122,8 @@ async def test_fatal_error_fails_only_that_stream(make_sim: Callable[..., Any], 
 
 
 async def test_file_sink_json_lines_are_ecs_shaped(make_sim: Callable[..., Any], tmp_path: Path) -> None:
-    """Every delivered line is one JSON object with @timestamp, dataset, id and the original record."""
+    """Every delivered line is one JSON object with @timestamp, ecs.version, dataset, id, related.* and
+    the original record."""
     sim = await make_sim()
     seed(sim, 50, days=1)
     config = write_config(tmp_path, sim.base_url)
@@ -123,12 +131,21 @@ async def test_file_sink_json_lines_are_ecs_shaped(make_sim: Callable[..., Any],
     await run_once(config)
 
     lines = (tmp_path / "out" / "events.jsonl").read_bytes().splitlines()
-    assert len(lines) == 150
+    assert len(lines) == 50 * len(LOG_TYPES)
     for line in lines:
         event = orjson.loads(line)
         assert event["@timestamp"].endswith("Z")
+        assert event["ecs"] == {"version": "8.11.0"}
         assert event["event"]["dataset"].startswith("mimecast.")
-        assert len(event["event"]["id"]) == 32
+        name = event["labels"]["mimecast_log_type"]
+        if name == "audit":  # Mimecast's own unique id
+            assert event["event"]["id"] == event["mimecast"]["id"]
+        else:
+            assert len(event["event"]["id"]) == 32
+        if name == "audit" and not event["mimecast"]["user"]:  # a system event (directory sync): nobody
+            assert "related" not in event
+        else:
+            assert event["related"]["user"], name
         assert event["labels"]["mimecast_account"] == "acme"
         assert isinstance(event["mimecast"], dict)
         assert event["mimecast"]
