@@ -248,6 +248,19 @@ SOURCE_FIELDS = {
         "cs2": "messageId",
     },
     "archive_search": {"suser": "emailAddr", "msg": "description", "cs1": "searchText", "cs2": "searchPath"},
+    "ttp_attachment": {
+        "act": "actionTriggered",
+        "duser": "recipientAddress",
+        "fname": "fileName",
+        "fileType": "fileType",
+        "msg": "subject",
+        "cs1": "definition",
+        "cs2": "messageId",
+        "cs3": "result",
+    },
+    "dlp": {"act": "action", "duser": "recipientAddress", "msg": "subject", "cs1": "policy", "cs2": "messageId"},
+    "audit": {"act": "auditType", "msg": "eventInfo", "cs1": "category"},
+    "held_release": {"act": "status", "msg": "subject", "cs1": "policy", "cs2": "heldReason", "cs3": "operator"},
 }
 ALL_RECORDS = [(name, i) for name in LOG_TYPES for i in range(len(fixture_records(name)))]
 
@@ -269,8 +282,10 @@ def test_every_fixture_record_round_trips_its_key_fields(name: str, index: int) 
 
 
 def test_every_log_type_has_a_cef_field_table() -> None:
-    """Each registered log type has its own extension mapping (not the generic fallback)."""
-    assert set(LOG_TYPES) <= set(CEF_FIELDS)
+    """The seven windowed log types have their own extension mapping, and no row names a log type that
+    does not exist. A new log type needs no row to encode: it gets the generic one until it has its own."""
+    assert set(CEF_FIELDS) - {"unparsed"} == set(SOURCE_FIELDS) <= set(LOG_TYPES)
+    assert len(SOURCE_FIELDS) == 7
 
 
 # --- header, severity ----------------------------------------------------------------------------
@@ -312,6 +327,22 @@ SEVERITY_CASES = [
     ),
     ("archive_search", {"isAdmin": True}, "archive_search:admin_search", "Archive search by admin", "4"),
     ("archive_search", {"isAdmin": "false"}, "archive_search:search", "Archive search", "3"),
+    ("ttp_attachment", {"result": "malicious"}, "ttp_attachment:malicious", "Attachment Protect: malicious", "8"),
+    ("ttp_attachment", {"result": "timeout"}, "ttp_attachment:timeout", "Attachment Protect: timeout", "5"),
+    ("ttp_attachment", {"result": "safe"}, "ttp_attachment:safe", "Attachment Protect: safe", "3"),
+    ("dlp", {"action": "block"}, "dlp:block", "DLP policy: block", "6"),
+    ("dlp", {"action": "hold"}, "dlp:hold", "DLP policy: hold", "5"),
+    ("dlp", {"action": "notification"}, "dlp:notification", "DLP policy: notification", "4"),
+    (
+        "audit",
+        {"auditType": "Logon Authentication Failed"},
+        "audit:Logon Authentication Failed",
+        "Audit: Logon Authentication Failed",
+        "5",
+    ),
+    ("audit", {"auditType": "User Logged On"}, "audit:User Logged On", "Audit: User Logged On", "3"),
+    ("held_release", {"status": "released"}, "held_release:released", "Held message released", "4"),
+    ("held_release", {"status": "rejected"}, "held_release:rejected", "Held message rejected", "3"),
 ]
 
 

@@ -15,10 +15,18 @@ severities, so both formats rank an event alike):
                                                                                         not); hold: 6; else 5
     archive_search       archive_search:search         Archive search                   3
                          archive_search:admin_search   Archive search by admin          4 (user.roles has admin)
+    ttp_attachment       ttp_attachment:<result>       Attachment Protect: <result>     malicious: 8; unsafe,
+                                                                                        error, timeout: 5;
+                                                                                        else 3
+    dlp                  dlp:<action>                  DLP policy: <action>             block: 6; hold: 5; else 4
+    audit                audit:<action>                Audit: <action>                  failed (event.outcome
+                                                                                        failure): 5; else 3
+    held_release         held_release:<action>         Held message <action>            released: 4; else 3
     (normalize error)    <log type>:unparsed           Unparsed Mimecast record         5
     (other log type)     <log type>:<action>           Mimecast event: <action>         5
 
-``<action>`` is ECS ``event.action`` (``unknown`` when absent). The extension is declared per log type
+``<action>`` is ECS ``event.action``, ``<result>`` the sandbox verdict ``mimecast.result`` (``unknown`` when
+absent). The extension is declared per log type
 in :data:`CEF_FIELDS` (CEF key -> dotted ECS path or getter); a value is left out when the event lacks it.
 
 Escaping (CEF spec): in the header ``\\`` and ``|`` are backslash-escaped and line breaks, which the header
@@ -177,10 +185,39 @@ def _archive_search(doc: Doc) -> Verdict:
     return Verdict("archive_search:search", "Archive search", 3)
 
 
+_ATTACHMENT_SEVERITY: Mapping[str, int] = {"malicious": 8, "unsafe": 5, "error": 5, "timeout": 5}
+_DLP_SEVERITY: Mapping[str, int] = {"block": 6, "hold": 5}
+
+
+def _ttp_attachment(doc: Doc) -> Verdict:
+    result = field_text(lookup(doc, "mimecast.result")) or "unknown"
+    severity = 8 if _malicious(doc) else _ATTACHMENT_SEVERITY.get(result, 3)
+    return Verdict(f"ttp_attachment:{result}", f"Attachment Protect: {result}", severity)
+
+
+def _dlp(doc: Doc) -> Verdict:
+    action = _action(doc)
+    return Verdict(f"dlp:{action}", f"DLP policy: {action}", _DLP_SEVERITY.get(action, 4))
+
+
+def _audit(doc: Doc) -> Verdict:
+    action = _action(doc)
+    return Verdict(f"audit:{action}", f"Audit: {action}", 5 if lookup(doc, "event.outcome") == "failure" else 3)
+
+
+def _held_release(doc: Doc) -> Verdict:
+    action = _action(doc)
+    return Verdict(f"held_release:{action}", f"Held message {action}", 4 if action == "released" else 3)
+
+
 _VERDICTS: Mapping[str, Callable[[Doc], Verdict]] = {
     "ttp_url": _ttp_url,
     "ttp_impersonation": _ttp_impersonation,
     "archive_search": _archive_search,
+    "ttp_attachment": _ttp_attachment,
+    "dlp": _dlp,
+    "audit": _audit,
+    "held_release": _held_release,
 }
 
 
@@ -259,6 +296,48 @@ CEF_FIELDS: Mapping[str, Mapping[str, Source | Labeled]] = {
         "cs2": Labeled("Search Path", "mimecast.searchPath"),
         "cs3": Labeled("Search Reason", "event.reason"),
         "cs4": Labeled("Search Source", "mimecast.source"),
+        **_ACCOUNT,
+    },
+    "ttp_attachment": {
+        **_COMMON,
+        "suser": "email.from.address",
+        "duser": "email.to.address",
+        "fname": "file.name",
+        "fileHash": "file.hash.sha256",
+        "fileType": "file.mime_type",
+        "msg": "email.subject",
+        "cs1": Labeled("Rule Name", "rule.name"),
+        "cs2": Labeled("Message ID", "email.message_id"),
+        "cs3": Labeled("Sandbox Result", "mimecast.result"),
+        **_ACCOUNT,
+    },
+    "dlp": {
+        **_COMMON,
+        "suser": "email.from.address",
+        "duser": "email.to.address",
+        "msg": "email.subject",
+        "cs1": Labeled("Policy", "rule.name"),
+        "cs2": Labeled("Message ID", "email.message_id"),
+        "cs3": Labeled("Route", "email.direction"),
+        **_ACCOUNT,
+    },
+    "audit": {
+        **_COMMON,
+        **_SOURCE_IP,
+        "suser": "user.email",  # the user who acted
+        "outcome": "event.outcome",
+        "msg": "message",
+        "cs1": Labeled("Audit Category", "mimecast.category"),
+        **_ACCOUNT,
+    },
+    "held_release": {
+        **_COMMON,
+        "suser": "email.from.address",
+        "duser": "email.to.address",
+        "msg": "email.subject",
+        "cs1": Labeled("Policy", "rule.name"),
+        "cs2": Labeled("Held Reason", "event.reason"),
+        "cs3": Labeled("Released By", "user.email"),
         **_ACCOUNT,
     },
     UNPARSED: {

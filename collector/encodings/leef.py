@@ -4,7 +4,8 @@
 
 EventID and ``sev`` (1-10) are the CEF Signature ID and Severity, from :func:`collector.encodings.cef.classify`
 (table in collector.encodings.cef): ``ttp_url:<action>``, ``ttp_impersonation:<action>``,
-``archive_search:search`` / ``archive_search:admin_search``, ``<log type>:unparsed`` for records tagged
+``archive_search:search`` / ``archive_search:admin_search``, ``ttp_attachment:<result>``, ``dlp:<action>``,
+``audit:<action>``, ``held_release:<action>``, ``<log type>:unparsed`` for records tagged
 mimecast_normalize_error. Attributes are declared per log type in :data:`LEEF_FIELDS` (attribute ->
 dotted ECS path or getter); predefined LEEF keys where one fits (``src``, ``usrName``, ``url``, ``cat``,
 ``policy``, ``role``), camelCase custom keys otherwise. ``proto`` is left out: QRadar reads it as the
@@ -97,6 +98,49 @@ LEEF_FIELDS: Mapping[str, Mapping[str, Source]] = {
         "searchPath": "mimecast.searchPath",
         "searchReason": "event.reason",
         "searchSource": "mimecast.source",
+        **_ACCOUNT,
+    },
+    "ttp_attachment": {
+        **_COMMON,
+        "usrName": "email.to.address",  # the internal user the attachment was sent to
+        "sender": "email.from.address",
+        "subject": "email.subject",
+        "messageId": "email.message_id",
+        "policy": "rule.name",
+        "fileName": "file.name",
+        "fileHash": "file.hash.sha256",
+        "fileType": "file.mime_type",
+        "sandboxResult": "mimecast.result",
+        "emailDirection": "email.direction",
+        **_ACCOUNT,
+    },
+    "dlp": {
+        **_COMMON,
+        "usrName": "email.from.address",  # the (usually internal) sender the policy caught
+        "recipient": "email.to.address",
+        "subject": "email.subject",
+        "messageId": "email.message_id",
+        "policy": "rule.name",
+        "emailDirection": "email.direction",
+        **_ACCOUNT,
+    },
+    "audit": {
+        **_COMMON,
+        "src": "source.ip",
+        "usrName": "user.email",  # the user who acted
+        "outcome": "event.outcome",
+        "description": "message",
+        "auditCategory": "mimecast.category",
+        **_ACCOUNT,
+    },
+    "held_release": {
+        **_COMMON,
+        "usrName": "user.email",  # who released or rejected the message
+        "sender": "email.from.address",
+        "recipient": "email.to.address",
+        "subject": "email.subject",
+        "policy": "rule.name",
+        "heldReason": "event.reason",
         **_ACCOUNT,
     },
     UNPARSED: {

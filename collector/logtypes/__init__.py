@@ -1,4 +1,10 @@
-"""Registry of log types. Adding one: a module here, a line below, a fixture and its test."""
+"""Registry of log types.
+
+Adding a windowed one touches four files: its module here, a line below, its records and endpoint in
+the simulator (collector/simulator/data.py), and its literal cases (tests/logtype_cases.py). Then
+``python -m collector.simulator.fields_doc > docs/fields.md`` (a test fails until it is run) and a row
+in README's log type table. CEF/LEEF rows are optional: without one the generic row is used.
+"""
 
 from __future__ import annotations
 
