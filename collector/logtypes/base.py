@@ -324,20 +324,27 @@ def related(
     addresses: Iterable[str | None], ips: Iterable[str | None] = (), hosts: Iterable[str | None] = ()
 ) -> JsonDict:
     """ECS ``related.*``: the users (addresses), IPs and hosts (address and URL domains) an event
-    touches, each once, in order; SIEM correlation searches key on these."""
+    touches, each once, in order; SIEM correlation searches key on these. Only non-empty lists."""
     users: list[str] = []
     domains: list[str] = []
     for value in addresses:
         if value and value not in users:
             users.append(value)
-            domain = value.rpartition("@")[2].lower()
-            if domain and domain != value.lower() and domain not in domains:
-                domains.append(domain)
+            at = value.rfind("@")
+            if at >= 0:
+                domain = value[at + 1 :].lower()
+                if domain and domain not in domains:
+                    domains.append(domain)
     for host in hosts:
         if host and host not in domains:
             domains.append(host)
-    found_ips = list(dict.fromkeys(ip for ip in ips if ip))
-    return {"user": users or None, "ip": found_ips or None, "hosts": domains or None}
+    out: JsonDict = {"user": users} if users else {}
+    found_ips = [ip for ip in ips if ip]
+    if found_ips:
+        out["ip"] = found_ips if len(found_ips) == 1 else list(dict.fromkeys(found_ips))
+    if domains:
+        out["hosts"] = domains
+    return out
 
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
