@@ -27,8 +27,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             },
             "user": user_doc,
             "message": text(record, "description"),
-            "related": related((user,)),
-        }
+        },
+        related=related((user,)),
     )
 
 

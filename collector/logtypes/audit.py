@@ -39,8 +39,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             "user": user_fields(user),
             "source": {"ip": ip},
             "message": info,
-            "related": related((user,), (ip,)),
-        }
+        },
+        related=related((user,), (ip,)),
     )
 
 

@@ -361,8 +361,9 @@ def nested_text(record: Mapping[str, Any], outer: str, inner: str) -> str | None
     return text(value, inner) if isinstance(value, dict) else None
 
 
-def compact(doc: JsonDict) -> JsonDict:
-    """Drop None values and empty containers, recursively (ECS documents carry no nulls)."""
+def compact(doc: JsonDict, **ready: JsonDict) -> JsonDict:
+    """Drop None values and empty containers, recursively (ECS documents carry no nulls). ``ready``
+    values are compact already (e.g. :func:`related`'s): added when non-empty, not walked again."""
     out: JsonDict = {}
     for name, value in doc.items():
         if value.__class__ is dict:
@@ -370,5 +371,8 @@ def compact(doc: JsonDict) -> JsonDict:
             if inner:
                 out[name] = inner
         elif value is not None and (value.__class__ is not list or value):
+            out[name] = value
+    for name, value in ready.items():
+        if value:
             out[name] = value
     return out

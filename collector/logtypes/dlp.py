@@ -25,8 +25,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "direction": _DIRECTIONS.get(text(record, "route") or ""),
             },
             "rule": {"name": text(record, "policy")},
-            "related": related((sender, recipient)),
-        }
+        },
+        related=related((sender, recipient)),
     )
 
 

@@ -40,8 +40,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             },
             "user": user_fields(operator),  # who released or rejected it
             "rule": {"name": text(record, "policy")},
-            "related": related((header_from, envelope_from, *recipients, operator)),
-        }
+        },
+        related=related((header_from, envelope_from, *recipients, operator)),
     )
 
 

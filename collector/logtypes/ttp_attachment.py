@@ -51,8 +51,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             },
             "file": attachment or None,
             "rule": {"name": text(record, "definition")},
-            "related": related((sender, recipient)),
-        }
+        },
+        related=related((sender, recipient)),
     )
 
 

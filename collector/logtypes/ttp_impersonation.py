@@ -33,8 +33,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             "threat": {
                 "indicator": {"type": "email-addr", "email": {"address": sender}} if malicious else None,
             },
-            "related": related((sender, recipient), (ip,)),
-        }
+        },
+        related=related((sender, recipient), (ip,)),
     )
 
 

@@ -48,8 +48,8 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
             "url": url_doc,
             "source": {"ip": ip},
             "rule": {"name": text(record, "ttpDefinition")},
-            "related": related((user, sender), (ip,), (url_doc.get("domain") if url_doc else None,)),
-        }
+        },
+        related=related((user, sender), (ip,), (url_doc.get("domain") if url_doc else None,)),
     )
 
 
