@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.state.db import SCHEMA_VERSION
 from collector.state.store import Store
 
 # The streams table as schema 2 wrote it: no wait columns.
@@ -94,7 +95,8 @@ async def test_a_schema_2_file_migrates_to_3_keeping_its_streams(tmp_path: Path,
 
     assert (row["account"], row["window_start"], row["events_total"]) == ("acme", 1000, 42)
     assert (row["waiting_until"], row["waiting_reason"]) == (99.0, "rate-limit budget used up")
-    assert user_version(path) == 3
+    assert row["cursor"] is None  # v4's column is added on the way too
+    assert user_version(path) == SCHEMA_VERSION
 
 
 async def test_status_reads_a_schema_2_file_without_migrating_it(tmp_path: Path) -> None:

@@ -65,6 +65,9 @@ class StreamOptions:
 
     page_size: int | None = option(None, min=1, max=1000, doc="records asked for per page")
     path: str | None = option(None, doc="endpoint path override")
+    # SIEM batch log types only (the loader refuses it elsewhere): the `type` values to collect, each
+    # its own stream. None: all of the log type's types.
+    types: tuple[str, ...] | None = option(None, doc="SIEM batch types to collect, each its own stream")
     filters: dict[str, Any] = field(default_factory=dict)  # request field -> value, checked per log type
 
 

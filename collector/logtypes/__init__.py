@@ -5,10 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from collector.logtypes import archive_search, ttp_impersonation, ttp_url
-from collector.logtypes.base import Event, FilterSpec, LogType, build_event, dedup_key, serialize
+from collector.logtypes.base import (
+    CursorKind,
+    Event,
+    FilterSpec,
+    LogType,
+    TimeFormat,
+    build_event,
+    dedup_key,
+    serialize,
+)
 
 LOG_TYPES: Mapping[str, LogType] = {
     lt.name: lt for lt in (ttp_url.LOG_TYPE, ttp_impersonation.LOG_TYPE, archive_search.LOG_TYPE)
 }
 
-__all__ = ["LOG_TYPES", "Event", "FilterSpec", "LogType", "build_event", "dedup_key", "serialize"]
+__all__ = [
+    "LOG_TYPES",
+    "CursorKind",
+    "Event",
+    "FilterSpec",
+    "LogType",
+    "TimeFormat",
+    "build_event",
+    "dedup_key",
+    "serialize",
+]

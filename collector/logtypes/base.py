@@ -8,12 +8,13 @@ a record: one that cannot be normalized is kept raw with an error tag.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
@@ -36,11 +37,26 @@ class FilterSpec:
     doc: str = ""
 
 
+class CursorKind(enum.Enum):
+    """How a stream's position moves; :mod:`collector.collect` runs one strategy per kind."""
+
+    WINDOWED = "windowed"  # [window_start, window_end] + page token (TTP, archive, audit, ...)
+    SIEM_TOKEN = "siem_token"  # noqa: S105 - a kind name, not a secret. API 1.0 SIEM: the mc-siem-token of the last file committed
+    SIEM_BATCH = "siem_batch"  # API 2.0 SIEM: listing token + files done + lines of the current file
+
+
+class TimeFormat(enum.Enum):
+    """How a record's time field is written."""
+
+    API_DATE = "api_date"  # "2024-11-13T13:03:11+0000" and its relatives (parse_api_date)
+    EPOCH_MS = "epoch_ms"  # integer milliseconds since the epoch (SIEM API 2.0 records)
+
+
 @dataclass(frozen=True)
 class LogType:
     """Everything the generic poller needs to know about one Mimecast log endpoint."""
 
-    name: str  # config and dataset name, e.g. "ttp_url"
+    name: str  # config name and stream label, e.g. "ttp_url" (a batch type's stream: "siem_cg.receipt")
     path: str  # default endpoint path
     array_key: str  # where the records are: data[0][array_key]
     from_field: str  # request field for the window start
@@ -52,10 +68,30 @@ class LogType:
     send_oldest_first: bool = True
     filters: Mapping[str, FilterSpec] = field(default_factory=dict)
     extra_request: Mapping[str, Any] = field(default_factory=dict)
+    cursor_kind: CursorKind = CursorKind.WINDOWED
+    time_format: TimeFormat = TimeFormat.API_DATE
+    auth: tuple[str, ...] = ("hmac", "oauth2")  # the account auth kinds whose API serves it
+    default_enabled: bool = True  # part of an account's default `streams`
+    # SIEM batch files: the `type` values the listing accepts; each one is a stream of its own.
+    batch_types: tuple[str, ...] = ()
+    batch_type: str | None = None  # set on the per-type copy made by for_batch_type()
+    family: str | None = None  # the configured log type a per-type copy came from
 
     @property
     def dataset(self) -> str:
-        return f"mimecast.{self.name}"
+        return f"mimecast.{self.family or self.name}"
+
+    @property
+    def config_name(self) -> str:
+        """The name config and ``reset --stream`` use: the family of a per-type copy."""
+        return self.family or self.name
+
+    def for_batch_type(self, batch_type: str) -> LogType:
+        """The stream of one batch ``type``: own label (``siem_cg.internal_email_protect``), same dataset."""
+        if batch_type not in self.batch_types:
+            raise ValueError(f"{batch_type!r} is not a {self.name} type")
+        label = f"{self.name}.{batch_type.replace(' ', '_')}"
+        return replace(self, name=label, batch_type=batch_type, family=self.name)
 
     def request_data(self, from_secs: int, to_secs: int, filters: Mapping[str, Any]) -> JsonDict:
         """The one ``data[]`` element of a request; identical for every page of a window."""
@@ -106,7 +142,10 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
     observer = {"vendor": "Mimecast", "product": "Mimecast Email Security"}
     labels = {"mimecast_account": account, "mimecast_log_type": log_type.name}
     try:
-        epoch, timestamp = _event_time(_as_mapping(record)[log_type.time_field])
+        moment = _as_mapping(record)[log_type.time_field]
+        epoch, timestamp = (
+            _epoch_ms_time(moment) if log_type.time_format is TimeFormat.EPOCH_MS else _event_time(moment)
+        )
         specific = log_type.normalize(record)
     except Exception as exc:
         kept = {
@@ -134,6 +173,16 @@ def _event_time(value: Any) -> tuple[int, str]:
         return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
     moment = parse_api_date(text_value)
     return int(moment.timestamp()), ecs_timestamp(moment)
+
+
+def _epoch_ms_time(value: Any) -> tuple[int, str]:
+    """(epoch seconds, ECS @timestamp) of epoch milliseconds; digits in a string are accepted too."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"timestamp is a {type(value).__name__}, not epoch milliseconds")
+    millis = int(value)  # a string that is no integer raises ValueError: the record is kept raw
+    # Whole seconds plus milliseconds: a float of the milliseconds would round 314 ms down to 313.
+    moment = datetime.fromtimestamp(millis // 1000, UTC) + timedelta(milliseconds=millis % 1000)
+    return millis // 1000, ecs_timestamp(moment)
 
 
 def _as_mapping(record: Any) -> Mapping[str, Any]:

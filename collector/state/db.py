@@ -29,7 +29,7 @@ class StoreError(CollectorError):
     """The state store cannot be opened or written (locked, corrupt, read-only, disk full)."""
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     id INTEGER PRIMARY KEY,
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS streams (
     fatal INTEGER NOT NULL DEFAULT 0,
     waiting_until REAL,  -- v3: the server's rate limit holds the stream back until then (wall clock)
     waiting_reason TEXT,
+    cursor TEXT,  -- v4: JSON position of a stream that is not windowed, owned by its cursor strategy
     UNIQUE (account, log_type)
 );
 -- Keys lead with the event time: pages arrive oldest first, so inserts land on the B-tree's right
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS sinks (
 ADDED_COLUMNS = (
     ("streams", "waiting_until", "REAL"),
     ("streams", "waiting_reason", "TEXT"),
+    ("streams", "cursor", "TEXT"),
 )
 
 
