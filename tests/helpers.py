@@ -20,7 +20,8 @@ from collector.logtypes import LOG_TYPES, build_event, dedup_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 
-LOG_TYPE_NAMES = tuple(LOG_TYPES)
+# The streams an account collects by default (windowed ones; the SIEM streams are asked for).
+LOG_TYPE_NAMES = tuple(name for name, log_type in LOG_TYPES.items() if log_type.default_enabled)
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 
 

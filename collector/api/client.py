@@ -1,7 +1,8 @@
-"""The Mimecast API client: one paced, authenticated, classified, retried POST per page.
+"""The Mimecast API client: one paced, authenticated, classified, retried POST per page (or per SIEM
+file: :meth:`MimecastClient.post` takes the answer's parser).
 
-Only fatal errors leave :meth:`MimecastClient.fetch_page`; everything else is retried here with
-exponential backoff and jitter, without limit, so a page is never skipped.
+Only fatal errors leave :meth:`MimecastClient.fetch_page` and :meth:`MimecastClient.post`; everything
+else is retried here with exponential backoff and jitter, without limit, so a page is never skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
@@ -44,6 +45,7 @@ from collector.tls import client_context
 
 THROTTLE_LOG_EVERY_SECS = 60.0
 CAP_LOG_EVERY_SECS = 3600.0  # a server asking for absurd waits keeps doing so: say it once an hour
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,11 @@ class MimecastClient:
         self._cap_suppressed: dict[str, int] = {}
         self._log = get_logger(account=account.name)
 
+    @property
+    def oauth2(self) -> bool:
+        """Whether this account signs with OAuth2 (a 401 then means: refresh the token once)."""
+        return self._auth.oauth2
+
     def pacer(self, path: str) -> Pacer:
         return self._pacers.get(
             self.account.credential_id,
@@ -218,16 +225,52 @@ class MimecastClient:
         on_retry: Callable[[ApiError], Awaitable[None]] | None = None,
     ) -> Page:
         """One page; retries everything that is not fatal. Raises :class:`ApiError` (fatal only)."""
-        body = request_body(data, page_size, page_token)
+        size = page_size
+
+        def smaller(error: ApiError) -> bytes:
+            nonlocal size
+            size = self._smaller_page(stream, path, size, error)
+            return request_body(data, size, page_token)
+
+        oauth2 = self._auth.oauth2
+        page = await self.post(
+            stream,
+            path,
+            request_body(data, size, page_token),
+            lambda status, _headers, raw: parse_answer(status, raw, array_key, oauth2=oauth2),
+            on_retry=on_retry,
+            on_too_large=smaller,
+        )
+        return dataclasses.replace(page, page_size=size)
+
+    async def post(
+        self,
+        stream: str,
+        path: str,
+        body: bytes,
+        parse: Callable[[int, Mapping[str, str], bytes], T],
+        *,
+        accept: str = "application/json",
+        on_retry: Callable[[ApiError], Awaitable[None]] | None = None,
+        on_too_large: Callable[[ApiError], bytes] | None = None,
+    ) -> T:
+        """One paced, signed POST whose answer ``parse`` turns into a result or a classified ApiError;
+        retries everything that is not fatal. An answer over max_response_bytes asks ``on_too_large``
+        for a smaller request, or is fatal without it. Raises :class:`ApiError` (fatal only)."""
         attempt, refreshed = 0, False
         while True:
             try:
-                page = await self._attempt(stream, path, array_key, body)
-                return dataclasses.replace(page, page_size=page_size)
+                return await self._attempt(stream, path, body, parse, accept)
             except ApiError as error:
                 if error.action is Action.TOO_LARGE:
-                    page_size = self._smaller_page(stream, path, page_size, error)
-                    body = request_body(data, page_size, page_token)
+                    if on_too_large is None:
+                        raise ApiError(
+                            Action.FATAL,
+                            str(error),
+                            code=ANSWER_TOO_LARGE,
+                            hint=f"raise max_response_bytes (now {self.account.max_response_bytes}) for this account",
+                        ) from None
+                    body = on_too_large(error)
                     continue
                 if error.action is Action.FATAL or (error.action is Action.AUTH_REFRESH and refreshed):
                     if error.action is Action.AUTH_REFRESH:
@@ -275,13 +318,15 @@ class MimecastClient:
         self._log.warning("api_page_shrunk", stream=stream, path=path, page_size=smaller, error=redact(str(error)))
         return smaller
 
-    async def _attempt(self, stream: str, path: str, array_key: str, body: bytes) -> Page:
+    async def _attempt(
+        self, stream: str, path: str, body: bytes, parse: Callable[[int, Mapping[str, str], bytes], T], accept: str
+    ) -> T:
         async with self.pacer(path).slot(stream) as ticket:
             # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
             try:
                 headers = {
                     "Content-Type": "application/json",
-                    "Accept": "application/json",
+                    "Accept": accept,
                     "Accept-Encoding": ACCEPT_ENCODING,
                 }
                 headers.update(await self._auth.headers(path))
@@ -313,7 +358,7 @@ class MimecastClient:
                 ticket.done(status, answer_headers)
                 raise redirect_error(status, answer_headers.get("Location"), "the API")
             try:
-                page = parse_answer(status, raw, array_key, oauth2=self._auth.oauth2)
+                result = parse(status, answer_headers, raw)
             except ApiError as error:
                 # A quota error inside a 200 throttles exactly like a 429: the pacer must hear it as one.
                 throttled = error.action is Action.RATE_LIMITED
@@ -322,7 +367,7 @@ class MimecastClient:
                     self._telemetry.api_throttled.labels(self.account.name, path).inc()
                 raise
             ticket.done(status, answer_headers)
-            return page
+            return result
 
     def _count(self, path: str, status: int, headers: Mapping[str, str]) -> None:
         self._telemetry.api_calls.labels(self.account.name, path, str(status)).inc()

@@ -16,6 +16,7 @@ import anyio
 
 from collector.api.client import MimecastClient
 from collector.api.errors import ApiError
+from collector.collect.siem_token import SiemTokenStream
 from collector.collect.spec import StreamSpec
 from collector.collect.strategy import CursorStrategy, StrategyFactory
 from collector.collect.windowed import WindowedPages
@@ -31,6 +32,7 @@ __all__ = ["STRATEGIES", "Poller", "StreamSpec"]
 #: cursor kind -> the strategy that moves such a stream's position.
 STRATEGIES: dict[CursorKind, StrategyFactory] = {
     CursorKind.WINDOWED: WindowedPages,
+    CursorKind.SIEM_TOKEN: SiemTokenStream,
 }
 
 

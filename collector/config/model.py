@@ -83,7 +83,9 @@ class AccountConfig:
     app_key: Secret | None = option(None, secret=True)
     client_id: str | None = option(None)
     client_secret: Secret | None = option(None, secret=True)
-    streams: tuple[str, ...] = option(tuple(LOG_TYPES), choices=tuple(LOG_TYPES))
+    streams: tuple[str, ...] = option(
+        tuple(name for name, log_type in LOG_TYPES.items() if log_type.default_enabled), choices=tuple(LOG_TYPES)
+    )
     start: str | None = option(None, doc="where a stream with no saved position begins (default: 24 h ago)")
     poll_interval_secs: float = option(60.0, min=1, max=DAY)
     lag_secs: int = option(60, min=0, max=DAY, doc="how far behind now a window ends")

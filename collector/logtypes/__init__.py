@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.logtypes import archive_search, ttp_impersonation, ttp_url
+from collector.logtypes import archive_search, siem_v1, ttp_impersonation, ttp_url
 from collector.logtypes.base import (
     CursorKind,
     Event,
@@ -17,7 +17,7 @@ from collector.logtypes.base import (
 )
 
 LOG_TYPES: Mapping[str, LogType] = {
-    lt.name: lt for lt in (ttp_url.LOG_TYPE, ttp_impersonation.LOG_TYPE, archive_search.LOG_TYPE)
+    lt.name: lt for lt in (ttp_url.LOG_TYPE, ttp_impersonation.LOG_TYPE, archive_search.LOG_TYPE, siem_v1.LOG_TYPE)
 }
 
 __all__ = [

@@ -20,7 +20,17 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from collector.logtypes.base import JsonDict, LogType, compact, ip_or_none, text, truthy, url_fields
+from collector.logtypes.base import (
+    CursorKind,
+    FilterSpec,
+    JsonDict,
+    LogType,
+    compact,
+    ip_or_none,
+    text,
+    truthy,
+    url_fields,
+)
 
 PATH = "/api/audit/get-siem-logs"
 ECS_VERSION = "8.11.0"
@@ -361,6 +371,12 @@ def normalize_as(log_type: str, record: Mapping[str, Any]) -> JsonDict:
     return compact(doc)
 
 
+FILTERS = {
+    "file_format": FilterSpec("fileFormat", "str", ("json", "key_value"), "file format asked for"),
+    "compress": FilterSpec("compress", "bool", (), "ask for zipped files"),
+}
+
+
 def _declare(log_type: str | None) -> LogType:
     """The declaration for records of one file type; None: the type is read from each record's fields."""
 
@@ -370,6 +386,8 @@ def _declare(log_type: str | None) -> LogType:
     return LogType(
         name=NAME,
         path=PATH,
+        cursor_kind=CursorKind.SIEM_TOKEN,
+        default_enabled=False,  # needs Enhanced Logging on the account: asked for, not assumed
         array_key="data",  # each file is {"data": [...]} (or NDJSON / key-value lines: see siem_files)
         from_field="",  # a token stream: no time window in the request
         to_field="",
@@ -380,6 +398,7 @@ def _declare(log_type: str | None) -> LogType:
         dedup_fields=None,
         normalize=normalize,
         send_oldest_first=False,
+        filters=FILTERS,
     )
 
 

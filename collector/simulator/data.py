@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from collector.simulator.siem import SIEM_TYPES, siem_record
+
 _USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar")
 _OURS = "corp.example"
 _SENDERS = (
@@ -142,10 +144,16 @@ def archive_search_record(rng: random.Random, epoch: int) -> dict[str, Any]:
     }
 
 
+def siem_any_record(rng: random.Random, epoch: int) -> dict[str, Any]:
+    """A SIEM API 1.0 record of any type (the SIEM feed itself serves them file by file: siem.py)."""
+    return siem_record(rng.choice(SIEM_TYPES), rng, epoch)
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
     "ttp_url": ttp_url_record,
     "ttp_impersonation": ttp_impersonation_record,
     "archive_search": archive_search_record,
+    "siem": siem_any_record,
 }
 
 

@@ -230,7 +230,8 @@ class SiemFeed:
         mac = hmac.new(self._secret, payload, hashlib.sha256).digest()[:10]
         return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
 
-    def _index_of(self, token: str) -> int:
+    def index_of(self, token: str) -> int:
+        """The index of the file a token names (tests check saved tokens with it)."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             mac, payload = raw[:10], raw[10:]
@@ -243,7 +244,7 @@ class SiemFeed:
     def answer(self, body: Any) -> SiemAnswer:
         """The answer to one request body (already JSON-decoded)."""
         query = _parse(body)
-        index = 0 if query["token"] is None else self._index_of(query["token"])
+        index = 0 if query["token"] is None else self.index_of(query["token"])
         now = time.time()
         take = self.files_per_answer if query["compress"] else 1
         indexes = []
