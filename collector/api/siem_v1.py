@@ -10,14 +10,14 @@ up here, and the token sent stays the position).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from collector.api.client import MimecastClient, parse_answer
+from collector.api.answers import parse_object
+from collector.api.client import MimecastClient
 from collector.api.errors import Action, ApiError
 from collector.api.siem_files import disposition_name, is_zip
 
@@ -46,35 +46,17 @@ def request_data(token: str | None, options: Mapping[str, Any]) -> dict[str, Any
 
 def parse_siem_answer(status: int, headers: Mapping[str, str], raw: bytes, *, oauth2: bool) -> SiemAnswer:
     """A file, caught up, or a classified :class:`ApiError` (by the same table as every endpoint)."""
-    if status != 200:
-        parse_answer(status, raw, "data", oauth2=oauth2)  # raises the classified error of any non-200
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     name = disposition_name(headers.get("Content-Disposition"))
     token = headers.get("mc-siem-token") or None
-    if is_zip(raw) or name is not None or content_type == "application/octet-stream":
+    if status == 200 and (is_zip(raw) or name is not None or content_type == "application/octet-stream"):
         if token is None:  # without it the same file would come back forever: ask again later
             raise ApiError(Action.RETRY, "SIEM answer holds a file but no mc-siem-token header", status=status)
         return SiemAnswer(raw, name, token)
-    doc = _loads(raw)
-    if not isinstance(doc, dict):
-        raise ApiError(
-            Action.RETRY, f"malformed SIEM answer: {content_type or 'no content type'}, no file", status=status
-        )
-    fails = doc.get("fail")
-    if isinstance(fails, list) and fails:
-        parse_answer(status, raw, "data", oauth2=oauth2)  # raises: a failure inside a 200, classified
+    # No file: an error (any status but 200, or fail[] inside a 200; classified as for every endpoint,
+    # a body that is no JSON object is retried), else caught up.
+    parse_object(status, raw, oauth2=oauth2)
     return SiemAnswer(None, None, token)
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(raw.decode("utf-8", "replace"))
-    except (ValueError, RecursionError):
-        return None
 
 
 async def fetch_siem(
@@ -90,7 +72,7 @@ async def fetch_siem(
     An answer over ``max_response_bytes`` is fatal with a hint: a file cannot be asked for in halves.
     """
     oauth2 = client.oauth2
-    return await client.post(
+    return await client.post_for_file(
         stream,
         path,
         orjson.dumps({"data": [dict(data)]}),
