@@ -24,6 +24,7 @@ from collector.config import load_config
 from collector.logtypes import Event, dedup_key
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
 from collector.service.app import Collector
+from collector.service.status import status_report
 from collector.service.telemetry import Telemetry
 from collector.simulator import FakeMimecast
 from collector.simulator.siem import SiemFile, generate_siem_files
@@ -298,3 +299,42 @@ async def test_caught_up_waits_one_poll_interval_and_then_asks_with_the_same_tok
     assert waits == [42, 42]
     assert sim.siem.stats["caught_up"] == 2
     assert sim.siem.stats["files"] == 2
+
+
+async def test_an_answer_over_max_response_bytes_fails_the_siem_stream_with_a_hint(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """A file larger than the cap unzipped: fatal for siem, naming the option; ttp_url is untouched."""
+    sim: FakeMimecast = await make_sim()
+    sim.siem.add(generate_siem_files(1, start=1_796_000_000, records_per_file=2000))
+    config = write_config(tmp_path, sim.base_url, account={"streams": ["siem", "ttp_url"], "max_response_bytes": 65536})
+
+    result = await run_once(config)
+
+    assert result.failed_streams == ["acme/siem"]
+    failed = log_events(log_buffer, "stream_failed")
+    assert len(failed) == 1
+    assert "raise max_response_bytes (now 65536)" in failed[0]["error"]
+    assert saved_cursor(tmp_path) is None
+
+
+async def test_status_shows_the_cursor_without_the_token(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """status --json: the last file committed, and only that a token is held."""
+    sim: FakeMimecast = await make_sim()
+    files = generate_siem_files(2, start=1_796_000_000, records_per_file=3)
+    sim.siem.add(files)
+    config_path = write_config(tmp_path, sim.base_url, account=SIEM)
+    assert (await run_once(config_path)).exit_code == 0
+    config = load_config(config_path, resolve_secrets=False)
+
+    store = await Store.open(config.state.path)
+    try:
+        report = await status_report(config, store, now=1_796_000_000)
+    finally:
+        await store.close()
+
+    (entry,) = report["streams"]
+    assert entry["stream"] == "acme/siem"
+    assert entry["cursor"]["token"] == "(held)"
+    assert entry["cursor"]["file"].startswith("process_")
+    assert sim.siem.index_of(saved_cursor(tmp_path)["token"]) == 2
