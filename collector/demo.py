@@ -18,9 +18,13 @@ from collector.logtypes import LOG_TYPES
 from collector.service.app import Collector
 from collector.service.telemetry import Telemetry
 from collector.simulator import FakeMimecast, SimSettings, generate
+from collector.simulator.siem import generate_siem_files
 from collector.timeutil import iso
 
 DEMO_DAYS = 3
+SIEM_RECORDS_PER_FILE = 250
+#: The windowed log types on by default, and the API 1.0 SIEM token stream.
+STREAMS = (*(name for name, log_type in LOG_TYPES.items() if log_type.default_enabled), "siem")
 
 
 def demo_config(out_dir: Path, base_url: str, sim: SimSettings, start: float) -> str:
@@ -37,6 +41,7 @@ app_id = "{sim.app_id}"
 app_key = "{sim.app_key}"
 start = "{iso(start)}"
 page_size = 250
+streams = {list(STREAMS)!r}          # "siem": API 1.0 SIEM logs, a token stream (not on by default)
 
 [sinks.demo]
 type = "file"
@@ -64,8 +69,19 @@ async def run_demo(out_dir: Path, *, events_per_type: int = 5000, seed: int = 7,
     settings = SimSettings(rate_limit=8, rate_window_ms=1000, seed=seed)
     sim = FakeMimecast(settings)
     now = int(time.time())
-    for name in LOG_TYPES:
-        sim.add(name, generate(name, events_per_type, start=now - DEMO_DAYS * 86400, end=now - 120, seed=seed))
+    for name in STREAMS:
+        if name != "siem":
+            sim.add(name, generate(name, events_per_type, start=now - DEMO_DAYS * 86400, end=now - 120, seed=seed))
+    # SIEM files, two to a zip as Mimecast may send them: as many events as another log type.
+    per_file = min(SIEM_RECORDS_PER_FILE, events_per_type)
+    sim.siem.files_per_answer = 2
+    files = max(1, events_per_type // per_file)
+    spacing = (DEMO_DAYS * 86400 - 180) // files
+    sim.siem.add(
+        generate_siem_files(
+            files, start=now - DEMO_DAYS * 86400, records_per_file=per_file, seed=seed, spacing_secs=spacing
+        )
+    )
     base_url = await sim.start()
     config_path = out_dir / "demo.toml"
     await anyio.Path(config_path).write_text(demo_config(out_dir, base_url, settings, now - DEMO_DAYS * 86400 - 60))

@@ -194,14 +194,21 @@ def siem_record(log_type: str, rng: random.Random, epoch: int) -> dict[str, Any]
 
 
 def generate_siem_files(
-    count: int, *, start: int, records_per_file: int = 50, types: tuple[str, ...] = SIEM_TYPES, seed: int = 0
+    count: int,
+    *,
+    start: int,
+    records_per_file: int = 50,
+    types: tuple[str, ...] = SIEM_TYPES,
+    seed: int = 0,
+    spacing_secs: int = 60,
 ) -> list[SiemFile]:
-    """``count`` files cycling through ``types``, one a minute from ``start``, each of several records."""
+    """``count`` files cycling through ``types``, ``spacing_secs`` apart from ``start``, each of
+    ``records_per_file`` records timed within its first minute."""
     rng = random.Random(f"{seed}:siem")
     files = []
     for index in range(count):
         log_type = types[index % len(types)]
-        epoch = start + 60 * index
+        epoch = start + spacing_secs * index
         records = [siem_record(log_type, rng, epoch + rng.randint(0, 59)) for _ in range(records_per_file)]
         files.append(SiemFile(log_type, epoch, records))
     return files
