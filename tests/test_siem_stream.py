@@ -21,6 +21,7 @@ import pytest
 from collector.api import MimecastClient, PacerRegistry, make_authenticator
 from collector.collect.poller import Poller, StreamSpec
 from collector.config import load_config
+from collector.config.errors import ConfigError
 from collector.logtypes import Event, dedup_key
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
 from collector.service.app import Collector
@@ -338,3 +339,30 @@ async def test_status_shows_the_cursor_without_the_token(make_sim: Callable[...,
     assert entry["cursor"]["token"] == "(held)"
     assert entry["cursor"]["file"].startswith("process_")
     assert sim.siem.index_of(saved_cursor(tmp_path)["token"]) == 2
+
+
+async def test_server_faults_and_a_tight_rate_limit_lose_nothing(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """5xx, HTML pages, resets, bodies cut short and retryable fail[] on a quarter of the calls, at 3
+    calls a second: every record once, no 429 (the pacer keeps under the limit)."""
+    sim: FakeMimecast = await make_sim(fault_rate=0.25, rate_limit=3, rate_window_ms=1000, seed=5)
+    files = generate_siem_files(16, start=1_796_000_000, records_per_file=80)
+    sim.siem.add(files)
+    config = write_config(tmp_path, sim.base_url, account={**SIEM, "retry_max_secs": 1})
+
+    assert (await run_once(config)).exit_code == 0
+
+    delivered = delivered_ids(tmp_path / "out")
+    assert sorted(delivered) == sorted(expected(files))
+    assert sum(sim.stats.faults.values()) >= 3
+    assert sim.stats.throttled == 0
+
+
+async def test_validate_refuses_an_unknown_file_format(tmp_path: Path) -> None:
+    """A bad siem option is a config error naming the key and the choices."""
+    config = write_config(
+        tmp_path, "http://127.0.0.1:9", account=SIEM, extra_tables='[accounts.acme.siem]\nfile_format = "csv"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert raised.value.key == "accounts.acme.siem.file_format"
+    assert "key_value" in str(raised.value)
