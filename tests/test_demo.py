@@ -10,7 +10,7 @@ import orjson
 
 
 def test_demo_collects_all_three_log_types(tmp_path: Path) -> None:
-    """The demo exits 0 and writes JSON lines for all three log types into ./demo-out."""
+    """The demo exits 0 and writes JSON lines for all three log types and the SIEM batch files into ./demo-out."""
     done = subprocess.run(
         [sys.executable, "-m", "collector", "demo", "--events", "1500"],
         cwd=tmp_path,
@@ -22,10 +22,18 @@ def test_demo_collects_all_three_log_types(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     events = [orjson.loads(line) for line in (tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()]
     datasets = sorted({e["event"]["dataset"] for e in events})
-    assert datasets == ["mimecast.archive_search", "mimecast.ttp_impersonation", "mimecast.ttp_url"]
-    assert len(events) == 4500
-    assert "4500 events in" in done.stdout
+    assert datasets == [
+        "mimecast.archive_search",
+        "mimecast.siem_cg",
+        "mimecast.siem_ci",
+        "mimecast.ttp_impersonation",
+        "mimecast.ttp_url",
+    ]
+    siem = 6 * 300  # six batch types, a fifth of --events each
+    assert len(events) == 4500 + siem
+    assert f"{4500 + siem} events in" in done.stdout
     assert "throttled (429): 0" in done.stdout
+    assert "with an Authorization header: 0" in done.stdout
     assert done.stderr == ""  # nothing went wrong worth a log line
 
 
@@ -39,4 +47,4 @@ def test_demo_twice_starts_afresh(tmp_path: Path) -> None:
             check=True,
             timeout=60,
         )
-    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 300
+    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 300 + 6 * 20

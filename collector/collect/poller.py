@@ -16,6 +16,8 @@ import anyio
 
 from collector.api.client import MimecastClient
 from collector.api.errors import ApiError
+from collector.api.files import FileHost
+from collector.collect.batch import BatchFiles
 from collector.collect.spec import StreamSpec
 from collector.collect.strategy import CursorStrategy, StrategyFactory
 from collector.collect.windowed import WindowedPages
@@ -31,6 +33,7 @@ __all__ = ["STRATEGIES", "Poller", "StreamSpec"]
 #: cursor kind -> the strategy that moves such a stream's position.
 STRATEGIES: dict[CursorKind, StrategyFactory] = {
     CursorKind.WINDOWED: WindowedPages,
+    CursorKind.SIEM_BATCH: BatchFiles,
 }
 
 
@@ -50,9 +53,11 @@ class Poller:
         dedup_retention_secs: int = 3600,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        files: FileHost | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
+        self.files = files
         self.store = store
         self.telemetry = telemetry
         self._on_commit = on_commit
