@@ -16,12 +16,11 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from collector.logtypes import LOG_TYPES, build_event, dedup_key
+from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES, build_event, dedup_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 
-# The streams an account collects by default (windowed ones; the SIEM streams are asked for).
-LOG_TYPE_NAMES = tuple(name for name, log_type in LOG_TYPES.items() if log_type.default_enabled)
+LOG_TYPE_NAMES = DEFAULT_STREAMS  # the windowed log types the simulator seeds by default
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 
 

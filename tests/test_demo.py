@@ -10,7 +10,8 @@ import orjson
 
 
 def test_demo_collects_every_log_type(tmp_path: Path) -> None:
-    """The demo exits 0 and writes JSON lines for the three windowed log types and SIEM into ./demo-out."""
+    """The demo exits 0 and writes JSON lines for the three log types, API 1.0 SIEM and the SIEM batch
+    files into ./demo-out."""
     done = subprocess.run(
         [sys.executable, "-m", "collector", "demo", "--events", "1500"],
         cwd=tmp_path,
@@ -22,10 +23,19 @@ def test_demo_collects_every_log_type(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     events = [orjson.loads(line) for line in (tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()]
     datasets = sorted({e["event"]["dataset"] for e in events})
-    assert datasets == ["mimecast.archive_search", "mimecast.siem", "mimecast.ttp_impersonation", "mimecast.ttp_url"]
-    assert len(events) == 6000
-    assert "6000 events in" in done.stdout
+    assert datasets == [
+        "mimecast.archive_search",
+        "mimecast.siem",
+        "mimecast.siem_cg",
+        "mimecast.siem_ci",
+        "mimecast.ttp_impersonation",
+        "mimecast.ttp_url",
+    ]
+    siem = 6 * 300 + 300  # six batch types and API 1.0 SIEM, a fifth of --events each
+    assert len(events) == 4500 + siem
+    assert f"{4500 + siem} events in" in done.stdout
     assert "throttled (429): 0" in done.stdout
+    assert "with an Authorization header: 0" in done.stdout
     assert done.stderr == ""  # nothing went wrong worth a log line
 
 
@@ -39,4 +49,4 @@ def test_demo_twice_starts_afresh(tmp_path: Path) -> None:
             check=True,
             timeout=60,
         )
-    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 400
+    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 300 + 6 * 20 + 20

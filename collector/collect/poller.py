@@ -16,6 +16,8 @@ import anyio
 
 from collector.api.client import MimecastClient
 from collector.api.errors import ApiError
+from collector.api.files import FileHost
+from collector.collect.batch import BatchFiles
 from collector.collect.siem_token import SiemTokenStream
 from collector.collect.spec import StreamSpec
 from collector.collect.strategy import CursorStrategy, StrategyFactory
@@ -33,6 +35,7 @@ __all__ = ["STRATEGIES", "Poller", "StreamSpec"]
 STRATEGIES: dict[CursorKind, StrategyFactory] = {
     CursorKind.WINDOWED: WindowedPages,
     CursorKind.SIEM_TOKEN: SiemTokenStream,
+    CursorKind.SIEM_BATCH: BatchFiles,
 }
 
 
@@ -52,9 +55,11 @@ class Poller:
         dedup_retention_secs: int = 3600,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        files: FileHost | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
+        self.files = files
         self.store = store
         self.telemetry = telemetry
         self._on_commit = on_commit

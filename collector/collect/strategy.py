@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from collector.api.client import MimecastClient
 from collector.api.errors import ApiError
+from collector.api.files import FileHost
 from collector.collect.spec import StreamSpec
 from collector.logtypes import Event
 from collector.service.telemetry import Telemetry
@@ -27,6 +28,7 @@ class StreamContext(Protocol):
 
     spec: StreamSpec
     client: MimecastClient
+    files: FileHost | None  # the batch-file downloader (no API credentials); None where not needed
     store: Store
     telemetry: Telemetry
     log: Any  # a bound structlog logger carrying stream=<account/log type>

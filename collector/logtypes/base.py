@@ -148,22 +148,37 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
         )
         specific = log_type.normalize(record)
     except Exception as exc:
-        kept = {
-            "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
-            "event": event,
-            "observer": observer,
-            "labels": labels,
-            "tags": [NORMALIZE_ERROR_TAG],
-            "error": {"message": f"{type(exc).__name__}: {exc}"[:500]},
-            "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
-        }
-        return Event(key, fallback_time, kept, normalized=False)
+        return kept_raw(log_type, record, account, fallback_time, f"{type(exc).__name__}: {exc}", key=key)
     own_event = specific.pop("event", None)
     if own_event:
         event.update(own_event)
     doc = {"@timestamp": timestamp, "event": event, "observer": observer, "labels": labels, **specific}
     doc["mimecast"] = dict(record)
     return Event(key, epoch, doc)
+
+
+def kept_raw(
+    log_type: LogType,
+    record: Any,
+    account: str,
+    fallback_time: int,
+    message: str,
+    *,
+    key: str | None = None,
+    tags: tuple[str, ...] = (),
+) -> Event:
+    """A record (or a line that is no record) delivered as it came, tagged, with why it was not normalized."""
+    key = key if key is not None else dedup_key(record, None)
+    doc = {
+        "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
+        "event": {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"},
+        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
+        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
+        "tags": [NORMALIZE_ERROR_TAG, *tags],
+        "error": {"message": message[:500]},
+        "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
+    }
+    return Event(key, fallback_time, doc, normalized=False)
 
 
 def _event_time(value: Any) -> tuple[int, str]:

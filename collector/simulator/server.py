@@ -29,6 +29,7 @@ from collector.api.auth import hmac_signature
 from collector.simulator.data import SimRecord
 from collector.simulator.paging import ENDPOINTS, Endpoint, PageTokens, RecordIndex, TokenError, parse_query
 from collector.simulator.siem import SIEM_PATH, SiemFeed, SiemRequestError
+from collector.simulator.siem_batch import BatchSim
 from collector.timeutil import parse_hmac_date
 
 FAULT_KINDS = ("500", "503_html", "truncated", "reset", "slow", "retryable_fail")
@@ -109,6 +110,7 @@ class FakeMimecast:
         self._storm_reset_ms = 1000
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.batch = BatchSim(self)  # SIEM batch listings here, their files on a second port
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class FakeMimecast:
         for path in ENDPOINTS:
             app.router.add_post(path, self._logs)
         app.router.add_post(SIEM_PATH, self._siem_logs)
+        self.batch.routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -144,9 +147,11 @@ class FakeMimecast:
         await site.start()
         host_, port_ = self._runner.addresses[0][:2]
         self.base_url = f"http://{host_}:{port_}"
+        await self.batch.start(host)
         return self.base_url
 
     async def stop(self) -> None:
+        await self.batch.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
