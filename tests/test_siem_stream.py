@@ -366,3 +366,23 @@ async def test_validate_refuses_an_unknown_file_format(tmp_path: Path) -> None:
         load_config(config)
     assert raised.value.key == "accounts.acme.siem.file_format"
     assert "key_value" in str(raised.value)
+
+
+async def test_a_refused_saved_token_stops_the_stream_with_the_reset_hint(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """A token the API no longer knows (kept past its 7 days): fatal, naming `reset`, token kept."""
+    sim: FakeMimecast = await make_sim()
+    sim.siem.add(generate_siem_files(1, start=1_796_000_000, records_per_file=5))
+    config = write_config(tmp_path, sim.base_url, account=SIEM)
+    assert (await run_once(config)).exit_code == 0
+    with sqlite3.connect(tmp_path / "state" / "collector.db") as db:
+        db.execute("""UPDATE streams SET cursor='{"token": "expired-token"}' WHERE log_type='siem'""")
+
+    result = await run_once(config)
+
+    assert result.failed_streams == ["acme/siem"]
+    (failed,) = log_events(log_buffer, "stream_failed")
+    assert "refused the saved mc-siem-token" in failed["error"]
+    assert "mimecast-collector reset --stream siem" in failed["error"]
+    assert saved_cursor(tmp_path) == {"token": "expired-token"}

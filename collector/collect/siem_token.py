@@ -62,7 +62,12 @@ class SiemTokenStream:
             token = _cursor(state).get("token")
             await ctx.before_fetch()  # backpressure: the spool has room again
             data = request_data(token, ctx.spec.filters)
-            answer = await fetch_siem(ctx.client, ctx.spec.name, ctx.spec.path, data, on_retry=ctx.retrying)
+            try:
+                answer = await fetch_siem(ctx.client, ctx.spec.name, ctx.spec.path, data, on_retry=ctx.retrying)
+            except ApiError as error:
+                if token is not None and error.status in (400, 404, 409):
+                    raise _token_refused(error) from None
+                raise
             if answer.caught_up:
                 self._broken = self._repeats = 0
                 ctx.log.debug("siem_caught_up", token_held=token is not None)
@@ -86,7 +91,8 @@ class SiemTokenStream:
             del self._followed[next(iter(self._followed))]
 
     async def _repeated(self, answer: SiemAnswer) -> None:
-        """The answer names its own request's token as the next one: commit nothing new, ask again."""
+        """The answer names a token already followed (its own request's, or an earlier one): its events
+        are committed, the token stays, and it is asked again; a few times in a row is fatal."""
         self._repeats += 1
         if self._repeats > REPEAT_RETRIES:
             self._repeats = 0
@@ -189,6 +195,19 @@ class SiemTokenStream:
         result = await ctx.commit(batch, next_state, seen_until=int(ctx.clock()), prune_before=prune_before)
         ctx.log.debug("siem_batch_committed", events=len(batch), new=result.new, token_moved=final is not None)
         await anyio.lowlevel.checkpoint()
+
+
+def _token_refused(error: ApiError) -> ApiError:
+    """A saved token the API refuses (expired past the 7 days kept, or unknown): the stream stops with
+    a hint. Starting over without a token would re-read up to 7 days that dedup no longer covers."""
+    return ApiError(
+        Action.FATAL,
+        f"the API refused the saved mc-siem-token: {error}",
+        status=error.status,
+        code=error.code,
+        hint="run `mimecast-collector reset --stream siem` to start again at the oldest file Mimecast keeps "
+        "(files already delivered come again)",
+    )
 
 
 def _next(files: Iterator[SiemFile]) -> SiemFile | None:
