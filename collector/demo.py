@@ -58,7 +58,7 @@ def _add_siem_v1_files(sim: FakeMimecast, count: int, now: int, seed: int) -> No
     files = max(1, count // per_file)
     sim.siem.files_per_answer = 2
     spacing = (DEMO_DAYS * 86400 - 180) // files
-    start = now - DEMO_DAYS * 86400
+    start = now - 180 - spacing * (files - 1)  # the last file a few minutes old, the first DEMO_DAYS back
     sim.siem.add(generate_siem_files(files, start=start, records_per_file=per_file, seed=seed, spacing_secs=spacing))
 
 
