@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import random
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -378,3 +379,63 @@ async def test_every_sink_gets_every_siem_event_exactly_once(make_sim: Callable[
     }
     assert got == dict.fromkeys(got, want)
     assert (es.conflicts, max(es.created.values())) == (0, 1)
+
+
+# --- tokens rejected, reset, status -------------------------------------------------------------------
+
+
+def state_rows(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    conn = sqlite3.connect(tmp_path / "state" / "collector.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return {row["log_type"]: dict(row) for row in conn.execute("SELECT * FROM streams")}
+    finally:
+        conn.close()
+
+
+async def test_a_rejected_listing_token_restarts_the_chain_at_its_day_and_loses_nothing(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: Any
+) -> None:
+    """The saved nextPage is refused (400): the type lists its day again without a token; dedup drops
+    what was already delivered, the new files arrive."""
+    sim = await make_sim()
+    first = add_files(sim, "cg", "receipt", 3, 200)
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt"]})
+    assert (await run_once(config)).exit_code == 0
+    later = add_files(sim, "cg", "receipt", 2, 200)
+    conn = sqlite3.connect(tmp_path / "state" / "collector.db")
+    cursor = orjson.loads(conn.execute("SELECT cursor FROM streams").fetchone()[0])
+    assert cursor["page"] is not None  # a continuation token was saved
+    conn.execute("UPDATE streams SET cursor = ?", (orjson.dumps({**cursor, "page": "bm90LWEtdG9rZW4="}).decode(),))
+    conn.commit()
+    conn.close()
+
+    assert (await run_once(config)).exit_code == 0
+
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(first + later))
+    assert [line["event"] for line in log_lines(log_buffer) if line["event"] == "batch_page_token_rejected"] == [
+        "batch_page_token_rejected"
+    ]
+
+
+async def test_reset_start_rewinds_every_type_of_a_batch_log_type(
+    make_sim: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """reset --stream siem_cg clears each type's cursor and sets its start; the re-read sends nothing twice."""
+    sim = await make_sim()
+    files = add_files(sim, "cg", "receipt", 2, 300) + add_files(sim, "cg", "av", 1, 300)
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt", "av"]})
+    assert (await run_once(config)).exit_code == 0
+    start = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 3 * DAY))
+
+    reset = ["reset", "--config", str(config), "--stream", "siem_cg", "--start", start]
+    assert await asyncio.to_thread(main, reset) == 0  # main() runs its own event loop
+
+    printed = capsys.readouterr().out
+    assert "acme/siem_cg.receipt: next run starts at" in printed
+    assert "acme/siem_cg.av: next run starts at" in printed
+    rows = state_rows(tmp_path)
+    assert [rows[label]["cursor"] for label in ("siem_cg.receipt", "siem_cg.av")] == [None, None]
+    assert (await run_once(config)).exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(files))  # re-listed, nothing twice
+    assert sim.batch.stats.served == {f.id: 2 for f in files}  # every file really was read again

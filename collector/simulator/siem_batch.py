@@ -128,9 +128,9 @@ class BatchSim:
         return batch_file
 
     def add_generated(self, family: str, kind: str, day: str, count: int, *, start: int, end: int) -> SimBatchFile:
-        return self.add_records(
-            family, kind, day, siem_records(kind, count, start=start, end=end, seed=len(self.files))
-        )
+        """A file of ``count`` generated records; every file added gets records of its own."""
+        seed = sum(len(listed) for listed in self.files.values())
+        return self.add_records(family, kind, day, siem_records(kind, count, start=start, end=end, seed=seed))
 
     def add_raw(self, family: str, kind: str, day: str, body: bytes) -> SimBatchFile:
         """A file served exactly as ``body`` (garbage, huge lines...)."""
