@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import random
+import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,11 +25,14 @@ from collector.collect import stream_labels
 from collector.config import load_config
 from collector.config.errors import ConfigError
 from collector.logtypes import LOG_TYPES, dedup_key
+from collector.service.app import Collector
+from collector.service.telemetry import Telemetry
 from collector.simulator import FakeMimecast
 from collector.simulator.siem_batch import SimBatchFile
 from collector.simulator.siem_data import siem_records
 from collector.state.store import Store
-from tests.helpers import delivered_ids, read_events, write_config
+from tests.helpers import delivered_ids, read_events, start_collector, table, write_config
+from tests.receivers import FakeElasticsearch, FakeHec, FakeHttpCollector
 from tests.test_end_to_end import run_once
 
 DAY = 86_400
@@ -38,7 +44,13 @@ def today(offset_days: int = 0) -> str:
 
 
 def siem_config(
-    tmp_path: Path, sim: FakeMimecast, types: dict[str, list[str]], *, page_size: int = 3, **account: Any
+    tmp_path: Path,
+    sim: FakeMimecast,
+    types: dict[str, list[str]],
+    *,
+    page_size: int = 3,
+    sink: dict[str, Any] | None = None,
+    **account: Any,
 ) -> Path:
     """An oauth2 account collecting ``types`` ({"siem_cg": [...], ...}) with listing pages of ``page_size``."""
     tables = "".join(
@@ -47,7 +59,7 @@ def siem_config(
     )
     options = {"streams": list(types), "start": time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 2 * DAY))}
     options.update(account)
-    return write_config(tmp_path, sim.base_url, auth="oauth2", account=options, extra_tables=tables)
+    return write_config(tmp_path, sim.base_url, auth="oauth2", account=options, sink=sink, extra_tables=tables)
 
 
 def add_files(
@@ -246,3 +258,184 @@ def test_each_batch_type_is_its_own_stream_with_its_own_status_row(tmp_path: Pat
     )
     labels = stream_labels(config.accounts[0])
     assert labels == ["siem_cg." + t.replace(" ", "_") for t in LOG_TYPES["siem_cg"].batch_types] + ["ttp_url"]
+
+
+# --- SIGKILL mid-file: resumes at the last committed line ---------------------------------------------
+
+KILLS = 6
+SINK_BATCH = 100
+
+
+async def test_sigkills_mid_file_lose_nothing_and_resume_at_the_committed_line(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Killed 6 times while files stream in slowly, then finished with --once: every line delivered,
+    at most one sink batch repeated per kill, and the final run reads only the lines not yet committed."""
+    sim = await make_sim()
+    sim.batch.settings.chunk_delay_secs = 0.03  # ~1 s per file: kills land inside files
+    files = add_files(sim, "cg", "receipt", 5, 4000) + add_files(sim, "cg", "av", 3, 3000)
+    config = siem_config(
+        tmp_path, sim, {"siem_cg": ["receipt", "av"]}, page_size=2, sink={"batch_max_events": SINK_BATCH}
+    )
+    out, log, state = tmp_path / "out", tmp_path / "collector.log", tmp_path / "state" / "collector.db"
+    rng = random.Random(20261202)
+    for _ in range(KILLS):
+        process = await start_collector(config, log)
+        await asyncio.sleep(rng.uniform(1.0, 2.5))
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+    resumed_mid_file = [
+        line for line in log_file_lines(log) if line["event"] == "stream_started" and line.get("line", 0) > 0
+    ]
+    assert resumed_mid_file  # the kills really landed inside files, not between them
+
+    store = await Store.open(state, read_only=True)
+    try:
+        committed = {row["log_type"]: row["events_total"] for row in await store.streams()}
+    finally:
+        await store.close()
+    telemetry = Telemetry()
+    final = await Collector(load_config(config), once=True, handle_signals=False, telemetry=telemetry).run()
+
+    assert final.exit_code == 0
+    delivered = delivered_ids(out)
+    want = expected(files)
+    assert set(delivered) == set(want)
+    assert len(delivered) - len(want) <= KILLS * SINK_BATCH
+    lines = {"siem_cg.receipt": 5 * 4000, "siem_cg.av": 3 * 3000}
+    assert any(0 < committed.get(label, 0) < total for label, total in lines.items()), committed  # work was left
+    for label, total in lines.items():
+        fetched = telemetry.sample("mimecast_events_fetched_total", account="acme", log_type=label)
+        duplicates = telemetry.sample("mimecast_events_duplicate_total", account="acme", log_type=label)
+        # Not one line before the committed position is read again, and none after it is missing.
+        assert (fetched, duplicates) == (total - committed.get(label, 0), 0), label
+    assert_no_credentials_sent(sim)
+
+
+def log_file_lines(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.startswith(b"{")]
+
+
+# --- every sink ---------------------------------------------------------------------------------------
+
+
+class LineReceiver:
+    """A syslog receiver on TCP with newline framing: keeps each message's JSON payload."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            self.messages.append(orjson.loads(line[line.index(b"{") :]))
+        writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_every_sink_gets_every_siem_event_exactly_once(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """File, HTTP, Splunk HEC, Elasticsearch and syslog each hold each SIEM event once after a clean run."""
+    sim = await make_sim()
+    files = add_files(sim, "cg", "receipt", 2, 600) + add_files(sim, "ci", "entities", 2, 400)
+    http, hec, es, syslog = FakeHttpCollector(), FakeHec(), FakeElasticsearch(), LineReceiver()
+    for receiver in (http, hec, es, syslog):
+        await receiver.start()
+    common = {"batch_max_events": 250, "retry_max_secs": 1}
+    sinks = (
+        table("sinks.http", {"type": "http", "url": f"{http.url}/ingest", "body_format": "ndjson", **common})
+        + table("sinks.splunk", {"type": "splunk_hec", "url": hec.url, "token": hec.token, **common})
+        + table("sinks.elastic", {"type": "elasticsearch", "url": es.url, "api_key": es.api_key, **common})
+        + table(
+            "sinks.syslog",
+            {"type": "syslog", "host": "127.0.0.1", "port": syslog.port, "transport": "tcp", "framing": "newline"}
+            | {"format": "json", "max_message_bytes": 1 << 20, **common},
+        )
+    )
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt"], "siem_ci": ["entities"]})
+    config.write_text(config.read_text() + sinks)
+    try:
+        result = await run_once(config)
+    finally:
+        for receiver in (http, hec, es, syslog):
+            await receiver.stop()
+
+    assert result.exit_code == 0
+    want = sorted(key for _, key in expected(files))
+    got = {
+        "file": sorted(key for _, key in delivered_ids(tmp_path / "out")),
+        "http": sorted(orjson.loads(line)["event"]["id"] for _, body in http.received for line in body.splitlines()),
+        "splunk": sorted(e.event_id for e in hec.events),
+        "elastic": sorted(doc["event"]["id"] for doc in es.docs.values()),
+        "syslog": sorted(m["event"]["id"] for m in syslog.messages),
+    }
+    assert got == dict.fromkeys(got, want)
+    assert (es.conflicts, max(es.created.values())) == (0, 1)
+
+
+# --- tokens rejected, reset, status -------------------------------------------------------------------
+
+
+def state_rows(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    conn = sqlite3.connect(tmp_path / "state" / "collector.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return {row["log_type"]: dict(row) for row in conn.execute("SELECT * FROM streams")}
+    finally:
+        conn.close()
+
+
+async def test_a_rejected_listing_token_restarts_the_chain_at_its_day_and_loses_nothing(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: Any
+) -> None:
+    """The saved nextPage is refused (400): the type lists its day again without a token; dedup drops
+    what was already delivered, the new files arrive."""
+    sim = await make_sim()
+    first = add_files(sim, "cg", "receipt", 3, 200)
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt"]})
+    assert (await run_once(config)).exit_code == 0
+    later = add_files(sim, "cg", "receipt", 2, 200)
+    conn = sqlite3.connect(tmp_path / "state" / "collector.db")
+    cursor = orjson.loads(conn.execute("SELECT cursor FROM streams").fetchone()[0])
+    assert cursor["page"] is not None  # a continuation token was saved
+    conn.execute("UPDATE streams SET cursor = ?", (orjson.dumps({**cursor, "page": "bm90LWEtdG9rZW4="}).decode(),))
+    conn.commit()
+    conn.close()
+
+    assert (await run_once(config)).exit_code == 0
+
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(first + later))
+    assert [line["event"] for line in log_lines(log_buffer) if line["event"] == "batch_page_token_rejected"] == [
+        "batch_page_token_rejected"
+    ]
+
+
+async def test_reset_start_rewinds_every_type_of_a_batch_log_type(
+    make_sim: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """reset --stream siem_cg clears each type's cursor and sets its start; the re-read sends nothing twice."""
+    sim = await make_sim()
+    files = add_files(sim, "cg", "receipt", 2, 300) + add_files(sim, "cg", "av", 1, 300)
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt", "av"]})
+    assert (await run_once(config)).exit_code == 0
+    start = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 3 * DAY))
+
+    reset = ["reset", "--config", str(config), "--stream", "siem_cg", "--start", start]
+    assert await asyncio.to_thread(main, reset) == 0  # main() runs its own event loop
+
+    printed = capsys.readouterr().out
+    assert "acme/siem_cg.receipt: next run starts at" in printed
+    assert "acme/siem_cg.av: next run starts at" in printed
+    rows = state_rows(tmp_path)
+    assert [rows[label]["cursor"] for label in ("siem_cg.receipt", "siem_cg.av")] == [None, None]
+    assert (await run_once(config)).exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(files))  # re-listed, nothing twice
+    assert sim.batch.stats.served == {f.id: 2 for f in files}  # every file really was read again

@@ -50,6 +50,7 @@ COMMIT_LINES = 500  # events + position per transaction while reading a file
 MAX_FILE_ATTEMPTS = 6  # failed downloads of one file before the stream fails (and is retried later)
 MAX_UNDECODABLE = 3  # downloads that are not gzip before the file is kept as one tagged event
 MAX_EMPTY_FOLLOWS = 5  # empty pages (isCaughtUp false) followed in a row before calling it caught up
+MAX_CHAIN_RESTARTS = 3  # rejected listing tokens in one run before the stream fails (retried later)
 # Mimecast keeps SIEM data 7 days (the API 1.0 get-siem-logs reference; the 2.0 batch reference
 # publishes no figure of its own, and public 2.0 collectors look back no further).
 RETENTION_DAYS = 7
@@ -138,12 +139,20 @@ class BatchFiles:
 
     async def collect(self) -> bool:
         ctx = self._ctx
-        empty_follows = 0
+        empty_follows = restarts = 0
         while True:
             assert ctx.state is not None
             cursor = self._cursor(ctx.state, warn=True)
             await ctx.before_fetch()
-            listing = parse_listing(await self._list(cursor))
+            try:
+                listing = parse_listing(await self._list(cursor))
+            except ApiError as error:
+                if not _token_rejected(error, cursor) or restarts >= MAX_CHAIN_RESTARTS:
+                    raise
+                restarts += 1  # the token expired or is refused: list the chain's day afresh, dedup drops repeats
+                ctx.log.warning("batch_page_token_rejected", day=cursor.day, error=error.summary(), restart=restarts)
+                await self._move(BatchCursor(day=max(cursor.day, _day(ctx.state.window_start))))
+                continue
             if not listing.files:
                 more = listing.caught_up is False and listing.next not in (None, cursor.page)
                 if more and empty_follows < MAX_EMPTY_FOLLOWS:
@@ -152,6 +161,7 @@ class BatchFiles:
                     await self._move(dataclasses.replace(cursor, page=listing.next, done=0, file=None, line=0))
                     continue
                 empty_follows = 0
+                await self._move(cursor)  # nothing new: the same position, but status and health see a good answer
                 if await ctx.caught_up():
                     return True
                 continue
@@ -323,6 +333,9 @@ class BatchFiles:
         newest = max((e.time for e in events if e.normalized), default=None)
         now = int(ctx.clock())
         await ctx.commit(events, ctx.state.moved_to(cursor.dumps(), newest=newest), seen_until=now)
+        ctx.telemetry.window_lag.labels(ctx.spec.account.name, ctx.spec.log_type.name).set(
+            max(0.0, ctx.clock() - ctx.state.window_start)
+        )
 
     async def _move(self, cursor: BatchCursor, *, prune: bool = False) -> None:
         """A position change that covers no event (next page, empty page followed)."""
@@ -331,6 +344,11 @@ class BatchFiles:
         now = int(ctx.clock())
         prune_before = now - DEDUP_KEEP_SECS - ctx.dedup_retention_secs if prune else None
         await ctx.commit([], ctx.state.moved_to(cursor.dumps()), seen_until=now, prune_before=prune_before)
+
+
+def _token_rejected(error: ApiError, cursor: BatchCursor) -> bool:
+    """A fatal 4xx on a listing that carried a token: the token, not the stream, is the problem."""
+    return cursor.page is not None and error.action is Action.FATAL and error.status in (400, 404, 410)
 
 
 def _day(epoch_secs: float) -> str:

@@ -61,37 +61,60 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     specific = _BY_TYPE.get(kind)
     if specific is not None:
         specific(record, doc)
-    doc["related"] = _related(doc)
-    return compact(doc)
+    # Built sparse (this runs for millions of lines a day): only what the type functions may leave
+    # empty is cleaned, instead of walking the whole document.
+    doc["event"] = {k: v for k, v in doc["event"].items() if v is not None}
+    for name in ("tls", "rule", "threat", "user"):
+        if name in doc:
+            cleaned = compact(doc[name])
+            if cleaned:
+                doc[name] = cleaned
+            else:
+                del doc[name]
+    related = _related(doc)
+    if related:
+        doc["related"] = related
+    return doc
 
 
 def _common(record: Mapping[str, Any], kind: str) -> JsonDict:
-    sender = text(record, "senderEnvelope") or text(record, "senderHeader")
-    recipients = _addresses(record.get("recipients"))
-    source_ip = ip_or_none(record.get("senderIp"))
-    direction = text(record, "direction") or text(record, "route")
-    return {
+    doc: JsonDict = {
         "ecs": {"version": ECS_VERSION},
-        "event": {
-            "action": kind or None,
-            "category": ["email"],
-            "type": ["info"],
-            "provider": kind or None,
-        },
-        "email": {
-            "from": {"address": [sender] if sender else None},
-            "sender": {"address": text(record, "senderEnvelope")},
-            "to": {"address": recipients or None},
-            "subject": text(record, "subject"),
-            "message_id": text(record, "messageId"),
-            "direction": _DIRECTIONS.get((direction or "").lower()),
-            "attachments": _attachments(record),
-        },
-        "source": {"ip": source_ip},
-        "destination": {"ip": ip_or_none(record.get("destinationIp"))},
-        "host": {"hostname": text(record, "Hostname")},
-        "cloud": {"account": {"id": text(record, "accountId")}},
+        "event": {"action": kind or None, "category": ["email"], "type": ["info"], "provider": kind or None},
     }
+    email: JsonDict = {}
+    envelope = text(record, "senderEnvelope")
+    sender = envelope or text(record, "senderHeader")
+    if sender:
+        email["from"] = {"address": [sender]}
+    if envelope:
+        email["sender"] = {"address": envelope}
+    recipients = _addresses(record.get("recipients"))
+    if recipients:
+        email["to"] = {"address": recipients}
+    for field, name in (("subject", "subject"), ("message_id", "messageId")):
+        value = text(record, name)
+        if value:
+            email[field] = value
+    direction = _DIRECTIONS.get((text(record, "direction") or text(record, "route") or "").lower())
+    if direction:
+        email["direction"] = direction
+    attachments = _attachments(record)
+    if attachments:
+        email["attachments"] = attachments
+    if email:
+        doc["email"] = email
+    for field, name in (("source", "senderIp"), ("destination", "destinationIp")):
+        address = ip_or_none(record.get(name))
+        if address:
+            doc[field] = {"ip": address}
+    hostname = text(record, "Hostname")
+    if hostname:
+        doc["host"] = {"hostname": hostname}
+    account = text(record, "accountId")
+    if account:
+        doc["cloud"] = {"account": {"id": account}}
+    return doc
 
 
 def _receipt(record: Mapping[str, Any], doc: JsonDict) -> None:
@@ -232,16 +255,20 @@ def _addresses(value: Any) -> list[str]:
 
 
 def _related(doc: JsonDict) -> JsonDict:
-    email = doc["email"]
-    users = [*(email["from"]["address"] or []), *(email["to"]["address"] or [])]
-    ips = [ip for ip in (doc["source"]["ip"], doc["destination"]["ip"]) if ip]
-    hashes = [h for h in ((doc.get("file") or {}).get("hash") or {}).values() if h]
-    hosts = [doc["host"]["hostname"]] if doc["host"]["hostname"] else []
-    return {"user": _unique(users), "ip": _unique(ips), "hash": hashes or None, "hosts": hosts or None}
-
-
-def _unique(values: list[str]) -> list[str] | None:
-    return list(dict.fromkeys(values)) or None
+    email = doc.get("email", {})
+    users = [*email.get("from", {}).get("address", ()), *email.get("to", {}).get("address", ())]
+    ips = [doc[side]["ip"] for side in ("source", "destination") if side in doc]
+    hashes = list(doc["file"].get("hash", {}).values()) if "file" in doc else []
+    related: JsonDict = {}
+    if users:
+        related["user"] = list(dict.fromkeys(users))
+    if ips:
+        related["ip"] = list(dict.fromkeys(ips))
+    if hashes:
+        related["hash"] = hashes
+    if "host" in doc:
+        related["hosts"] = [doc["host"]["hostname"]]
+    return related
 
 
 _BY_TYPE = {

@@ -14,6 +14,7 @@ carries a next token (``isCaughtUp: false``). Tests may also add hostile files (
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -59,6 +60,7 @@ class BatchSettings:
     truncate_every: int = 0  # every Nth first download of a file is a truncated gzip (0 = never)
     cut_every: int = 0  # every Nth first download is cut mid-body and its link expires then
     empty_page_every: int = 0  # every Nth listing call with a token: empty page, fresh token, not caught up
+    chunk_delay_secs: float = 0.0  # a slow file host: this pause after every 16 KiB sent
 
 
 @dataclass
@@ -126,9 +128,9 @@ class BatchSim:
         return batch_file
 
     def add_generated(self, family: str, kind: str, day: str, count: int, *, start: int, end: int) -> SimBatchFile:
-        return self.add_records(
-            family, kind, day, siem_records(kind, count, start=start, end=end, seed=len(self.files))
-        )
+        """A file of ``count`` generated records; every file added gets records of its own."""
+        seed = sum(len(listed) for listed in self.files.values())
+        return self.add_records(family, kind, day, siem_records(kind, count, start=start, end=end, seed=seed))
 
     def add_raw(self, family: str, kind: str, day: str, body: bytes) -> SimBatchFile:
         """A file served exactly as ``body`` (garbage, huge lines...)."""
@@ -312,11 +314,20 @@ class BatchSim:
             assert request.transport is not None
             request.transport.abort()
             return response
-        await response.write(data)
+        await self._send(response, data)
         await response.write_eof()
         if fault is None:
             self.stats.served[batch_file.id] = self.stats.served.get(batch_file.id, 0) + 1
         return response
+
+    async def _send(self, response: web.StreamResponse, data: bytes) -> None:
+        delay = self.settings.chunk_delay_secs
+        if not delay:
+            await response.write(data)
+            return
+        for at in range(0, len(data), 16 << 10):
+            await response.write(data[at : at + (16 << 10)])
+            await asyncio.sleep(delay)
 
     def _file_fault(self, batch_file: SimBatchFile) -> str | None:
         """The fault this download gets: only a file's first download may get one, once."""
