@@ -31,8 +31,10 @@ from collector.simulator import FakeMimecast
 from collector.simulator.siem import SiemFile, generate_siem_files
 from collector.state.db import StoreError
 from collector.state.store import PageResult, Store, StreamState
-from tests.helpers import delivered_ids, read_events, write_config
+from tests.helpers import delivered_ids, read_events, table, write_config
+from tests.receivers import FakeElasticsearch, FakeHec, FakeHttpCollector
 from tests.test_end_to_end import assert_clean_traffic, run_once
+from tests.test_siem_batch import LineReceiver  # the syslog receiver siem's batch tests use
 
 SIEM = {"streams": ["siem"]}
 
@@ -386,3 +388,43 @@ async def test_a_refused_saved_token_stops_the_stream_with_the_reset_hint(
     assert "refused the saved mc-siem-token" in failed["error"]
     assert "mimecast-collector reset --stream siem" in failed["error"]
     assert saved_cursor(tmp_path) == {"token": "expired-token"}
+
+
+async def test_every_sink_gets_every_siem_record_exactly_once(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+    """File, HTTP, Splunk HEC, Elasticsearch and syslog each hold each API 1.0 SIEM event once."""
+    sim: FakeMimecast = await make_sim()
+    sim.siem.files_per_answer = 3
+    files = generate_siem_files(10, start=1_796_000_000, records_per_file=120)
+    sim.siem.add(files)
+    http, hec, es, syslog = FakeHttpCollector(), FakeHec(), FakeElasticsearch(), LineReceiver()
+    for receiver in (http, hec, es, syslog):
+        await receiver.start()
+    common = {"batch_max_events": 250, "retry_max_secs": 1}
+    sinks = (
+        table("sinks.http", {"type": "http", "url": f"{http.url}/ingest", "body_format": "ndjson", **common})
+        + table("sinks.splunk", {"type": "splunk_hec", "url": hec.url, "token": hec.token, **common})
+        + table("sinks.elastic", {"type": "elasticsearch", "url": es.url, "api_key": es.api_key, **common})
+        + table(
+            "sinks.syslog",
+            {"type": "syslog", "host": "127.0.0.1", "port": syslog.port, "transport": "tcp", "framing": "newline"}
+            | {"format": "json", "max_message_bytes": 1 << 20, **common},
+        )
+    )
+    config = write_config(tmp_path, sim.base_url, account=SIEM, extra_tables=sinks)
+    try:
+        result = await run_once(config)
+    finally:
+        for receiver in (http, hec, es, syslog):
+            await receiver.stop()
+
+    assert result.exit_code == 0
+    want = sorted(key for _, key in expected(files))
+    got = {
+        "file": sorted(key for _, key in delivered_ids(tmp_path / "out")),
+        "http": sorted(orjson.loads(line)["event"]["id"] for _, body in http.received for line in body.splitlines()),
+        "splunk": sorted(e.event_id for e in hec.events),
+        "elastic": sorted(doc["event"]["id"] for doc in es.docs.values()),
+        "syslog": sorted(m["event"]["id"] for m in syslog.messages),
+    }
+    assert got == dict.fromkeys(got, want)
+    assert (es.conflicts, max(es.created.values())) == (0, 1)
