@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
+from collector.collect import stream_labels
 from collector.config import Config, load_config
 from collector.config.errors import ConfigError
 from collector.config.loader import config_time
@@ -70,13 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[with_config], help="stream positions and sink backlogs")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     reset = commands.add_parser("reset", parents=[with_config], help="rewind a stream (collector stopped)")
-    reset.add_argument("--stream", required=True, choices=tuple(LOG_TYPES), help="log type to rewind")
+    reset.add_argument(
+        "--stream",
+        required=True,
+        choices=_stream_names(),
+        metavar="STREAM",
+        help="log type to rewind (a SIEM batch log type: all its types), or one batch type's stream "
+        "such as siem_cg.receipt",
+    )
     reset.add_argument("--account", help="account name (default: every account that has the stream)")
     reset.add_argument("--start", help="ISO 8601 time to restart from (default: the account's start or 24 h ago)")
     demo = commands.add_parser("demo", parents=[common], help="run against the built-in API simulator")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where events go (default: ./demo-out)")
     demo.add_argument("--events", type=int, default=5000, help="events per log type (default: 5000)")
     return parser
+
+
+def _stream_names() -> tuple[str, ...]:
+    """Every name ``reset --stream`` takes: each log type, and each batch type's own stream."""
+    names: list[str] = []
+    for log_type in LOG_TYPES.values():
+        names.append(log_type.name)
+        names.extend(log_type.for_batch_type(batch_type).name for batch_type in log_type.batch_types)
+    return tuple(names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,8 +205,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _reset(args: argparse.Namespace) -> int:
     config = _load(args, resolve_secrets=False)
-    accounts = [a for a in config.accounts if args.stream in a.streams and args.account in (None, a.name)]
-    if not accounts:
+    targets = [
+        (account, label)
+        for account in config.accounts
+        if args.account in (None, account.name)
+        for label in stream_labels(account)
+        if label == args.stream or label.startswith(f"{args.stream}.")  # a batch log type: each of its types
+    ]
+    if not targets:
         raise ConfigError(
             "--account" if args.account else "--stream",
             f"no account {args.account or ''} collects {args.stream}".replace("  ", " "),
@@ -202,10 +225,10 @@ def _reset(args: argparse.Namespace) -> int:
     async def rewind() -> None:
         store = await Store.open(lock.state_path, synchronous=config.state.synchronous)
         try:
-            for account in accounts:
+            for account, label in targets:
                 position = start if start is not None else account.default_start(now=time.time())
-                await store.reset_stream(account.name, args.stream, position)
-                print(f"{account.name}/{args.stream}: next run starts at {iso(position)}")
+                await store.reset_stream(account.name, label, position)
+                print(f"{account.name}/{label}: next run starts at {iso(position)}")
         finally:
             await store.close()
 

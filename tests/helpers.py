@@ -16,11 +16,11 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from collector.logtypes import LOG_TYPES, build_event, record_key
+from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES, build_event, dedup_key, record_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 
-LOG_TYPE_NAMES = tuple(LOG_TYPES)
+LOG_TYPE_NAMES = DEFAULT_STREAMS  # the windowed log types the simulator seeds by default
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 
 

@@ -247,6 +247,7 @@ SOURCE_FIELDS = {
         "cs1": "definition",
         "cs2": "messageId",
     },
+    "siem": {"cs4": "acc"},  # the one field every SIEM type carries besides datetime
     "archive_search": {"suser": "emailAddr", "msg": "description", "cs1": "searchText", "cs2": "searchPath"},
     "ttp_attachment": {
         "act": "actionTriggered",

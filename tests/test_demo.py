@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 
 
-def test_demo_collects_every_windowed_log_type(tmp_path: Path) -> None:
-    """The demo exits 0 and writes JSON lines for all seven windowed log types into ./demo-out."""
+def test_demo_collects_every_log_type(tmp_path: Path) -> None:
+    """The demo exits 0 and writes JSON lines for all seven windowed log types, API 1.0 SIEM and the
+    SIEM batch files into ./demo-out."""
     done = subprocess.run(
         [sys.executable, "-m", "collector", "demo", "--events", "1500"],
         cwd=tmp_path,
@@ -27,13 +28,18 @@ def test_demo_collects_every_windowed_log_type(tmp_path: Path) -> None:
         "mimecast.audit",
         "mimecast.dlp",
         "mimecast.held_release",
+        "mimecast.siem",
+        "mimecast.siem_cg",
+        "mimecast.siem_ci",
         "mimecast.ttp_attachment",
         "mimecast.ttp_impersonation",
         "mimecast.ttp_url",
     ]
-    assert len(events) == 7 * 1500
-    assert "10500 events in" in done.stdout
+    siem = 6 * 300 + 300  # six batch types and API 1.0 SIEM, a fifth of --events each
+    assert len(events) == 7 * 1500 + siem
+    assert f"{7 * 1500 + siem} events in" in done.stdout
     assert "throttled (429): 0" in done.stdout
+    assert "with an Authorization header: 0" in done.stdout
     assert done.stderr == ""  # nothing went wrong worth a log line
 
 
@@ -47,4 +53,4 @@ def test_demo_twice_starts_afresh(tmp_path: Path) -> None:
             check=True,
             timeout=60,
         )
-    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 7 * 100
+    assert len((tmp_path / "demo-out" / "events.jsonl").read_bytes().splitlines()) == 7 * 100 + 6 * 20 + 20

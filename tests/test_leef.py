@@ -240,6 +240,7 @@ SOURCE_FIELDS = {
         "policy": "definition",
         "messageId": "messageId",
     },
+    "siem": {"accountCode": "acc"},  # the one field every SIEM type carries besides datetime
     "archive_search": {
         "usrName": "emailAddr",
         "description": "description",

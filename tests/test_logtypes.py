@@ -18,10 +18,11 @@ import orjson
 import pytest
 
 from collector.encodings.formats import ENCODERS, encode_json, encode_raw
-from collector.logtypes import LOG_TYPES, LogType, build_event, dedup_key, record_key, serialize
+from collector.logtypes import LOG_TYPES, CursorKind, LogType, build_event, dedup_key, record_key, serialize
 from collector.logtypes.base import ECS_VERSION, NORMALIZE_ERROR_TAG
 from collector.simulator.data import GENERATORS
 from tests import logtype_cases
+from tests.test_siem_normalize import SIEM_FIXTURE_CASES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 FALLBACK = 1_700_000_000  # 2023-11-14T22:13:20Z
@@ -367,14 +368,16 @@ def test_fixture_record_normalizes_to_literal_event(
 
 def test_fixture_pages_hold_the_records_the_literal_cases_cover() -> None:
     """The literal cases cover every record of every fixture page (none silently skipped), and every
-    log type has literal cases: from a fixture page, or from the case table of tests/logtype_cases.py."""
-    paged = [name for name in LOG_TYPES if (FIXTURES / f"{name}_page.json").exists()]
+    log type has literal cases: from a fixture page, or from the case table of tests/logtype_cases.py.
+    The API 1.0 SIEM page's records have their literal cases, file by file, in test_siem_v1.py."""
+    paged = [name for name in LOG_TYPES if name != "siem" and (FIXTURES / f"{name}_page.json").exists()]
     counts = {name: len(fixture_records(LOG_TYPES[name])) for name in paged}
-    covered = {name: sum(1 for case in FIXTURE_CASES if case[0] == name) for name in paged}
-    assert counts == covered == {"ttp_url": 2, "ttp_impersonation": 2, "archive_search": 2}
+    cases = [case[0] for case in FIXTURE_CASES] + [case[0] for case in SIEM_FIXTURE_CASES]
+    covered = {name: cases.count(name) for name in paged}
+    assert counts == covered == dict.fromkeys(paged, 2)
     tabled = {case[0] for case in logtype_cases.CASES}
     assert tabled.isdisjoint(paged)
-    assert set(LOG_TYPES) == set(paged) | tabled
+    assert set(LOG_TYPES) == set(paged) | tabled | {"siem"}
 
 
 @pytest.mark.parametrize(
@@ -670,12 +673,17 @@ def test_serialize_plain_doc_is_compact_json_in_insertion_order() -> None:
 
 @pytest.mark.parametrize("name", list(LOG_TYPES))
 def test_log_type_declaration_is_consistent(name: str) -> None:
-    """Registry key = name, path under /api/, dataset mimecast.<name>, distinct window fields."""
+    """Registry key = name, path under /api/ (API 2.0 SIEM batch: /siem/), dataset mimecast.<name>,
+    distinct window fields (windowed kinds); a batch log type's types each make a stream of their own label."""
     log_type = LOG_TYPES[name]
     assert log_type.name == name
-    assert log_type.path.startswith("/api/")
+    assert log_type.path.startswith("/siem/v1/batch/" if log_type.batch_types else "/api/")
+    labels = {log_type.for_batch_type(t).name for t in log_type.batch_types}
+    assert len(labels) == len(log_type.batch_types)
+    assert all(label.startswith(f"{name}.") and " " not in label for label in labels)
     assert log_type.dataset == f"mimecast.{name}"
-    assert log_type.from_field != log_type.to_field
+    if log_type.cursor_kind is CursorKind.WINDOWED:
+        assert log_type.from_field != log_type.to_field
     assert log_type.array_key is None or log_type.array_key  # None: data[] holds the records
     assert log_type.alt_path is None or (log_type.alt_path.startswith("/api/") and log_type.alt_path != log_type.path)
     assert log_type.event_id_description
@@ -718,7 +726,7 @@ def test_fixture_records_normalize_without_error(name: str) -> None:
         assert ECS_TIMESTAMP.match(event.doc["@timestamp"])
 
 
-@pytest.mark.parametrize("name", list(LOG_TYPES))
+@pytest.mark.parametrize("name", list(GENERATORS))  # SIEM batch types: tests/test_siem_normalize.py
 def test_generated_records_normalize_without_error(name: str) -> None:
     """Simulator records of every log type normalize cleanly, keep their time and keep the raw record."""
     log_type = LOG_TYPES[name]
@@ -746,7 +754,7 @@ def test_event_doc_carries_common_fields(name: str) -> None:
     event = build_event(log_type, fixture_records(log_type)[0], "tenant-1", fallback_time=FALLBACK)
     assert event.doc["event"]["dataset"] == f"mimecast.{name}"
     assert event.doc["event"]["module"] == "mimecast"
-    assert event.doc["event"]["kind"] == "event"
+    assert event.doc["event"]["kind"] in ("event", "alert")  # SIEM rejections, holds and hits are alerts
     assert event.doc["event"]["id"] == event.key
     assert event.doc["observer"] == OBSERVER
     assert event.doc["labels"] == {"mimecast_account": "tenant-1", "mimecast_log_type": name}

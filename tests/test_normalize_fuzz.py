@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.logtypes import LOG_TYPES, build_event, dedup_key, serialize
+from collector.logtypes import LOG_TYPES, TimeFormat, build_event, dedup_key, serialize
 from collector.logtypes.base import (
     ECS_VERSION,
     MAX_ID_CHARS,
@@ -186,7 +186,10 @@ def test_record_with_valid_time_keeps_every_key_and_its_time(
     expected = calendar.timegm(moment.timetuple()) - OFFSETS[offset]
     timestamp = (datetime(1970, 1, 1) + timedelta(seconds=expected)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     for name, log_type in LOG_TYPES.items():
-        timed = {**record, log_type.time_field: moment.strftime("%Y-%m-%dT%H:%M:%S") + offset}
+        # SIEM API 2.0 records carry epoch milliseconds where the others carry an API date
+        api_date = moment.strftime("%Y-%m-%dT%H:%M:%S") + offset
+        when = expected * 1000 if log_type.time_format is TimeFormat.EPOCH_MS else api_date
+        timed = {**record, log_type.time_field: when}
         spooled = _check_invariants(name, timed)
         event = build_event(log_type, timed, "acme", fallback_time=FALLBACK)
         assert "tags" not in event.doc, event.doc.get("error")

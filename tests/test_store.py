@@ -366,6 +366,7 @@ async def test_record_error_and_streams_report(store: Store) -> None:
             "fatal": 1,
             "waiting_until": None,
             "waiting_reason": None,
+            "cursor": None,
         }
     ]
     await store.commit_page([], state.window_done(2_000), seen_until=2_000, now=10.0)
@@ -553,3 +554,21 @@ async def test_raw_kept_record_is_a_duplicate_in_the_next_window(store: Store) -
         [Event("broken", 3_000, {"k": "broken"}, normalized=False)], state.window_done(3_000), seen_until=3_000, now=2.0
     )
     assert (first, again) == (PageResult(new=1, duplicates=0), PageResult(new=0, duplicates=1))
+
+
+async def test_a_cursor_commits_with_its_events_and_reset_clears_it(store: Store) -> None:
+    """A non-windowed stream's cursor is saved in the events' transaction, survives reopening, and
+    `reset` clears it so the stream begins again at the new start."""
+    state = await store.stream("acme", "siem_cg.receipt", start=START)
+    moved = state.moved_to('{"page": "p2", "file": 1, "lines": 300}', newest=START + 50)
+    result = await store.commit_page([ev("a"), ev("b")], moved, seen_until=START + 50, now=5.0)
+
+    assert result == PageResult(new=2, duplicates=0)
+    again = await store.stream("acme", "siem_cg.receipt", start=0)
+    assert (again.cursor, again.window_start) == ('{"page": "p2", "file": 1, "lines": 300}', START + 50)
+    # newest never moves the position back
+    assert again.moved_to("{}", newest=START).window_start == START + 50
+
+    await store.reset_stream("acme", "siem_cg.receipt", 500)
+    rewound = await store.stream("acme", "siem_cg.receipt", start=0)
+    assert (rewound.cursor, rewound.window_start) == (None, 500)

@@ -1,37 +1,33 @@
-"""The Mimecast API client: one paced, authenticated, classified, retried POST per page.
+"""The Mimecast API client: one paced, authenticated, classified, retried POST per page (or GET per
+listing, or POST per SIEM file).
 
-Only fatal errors leave :meth:`MimecastClient.fetch_page`; everything else is retried here with
-exponential backoff and jitter, without limit, so a page is never skipped.
+Only fatal errors leave :meth:`MimecastClient.fetch_page` (and its siblings); everything else is
+retried here with exponential backoff and jitter, without limit, so a page is never skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
-import orjson
 
+from collector.api.answers import Page, parse_answer, parse_object, request_body
 from collector.api.auth import Authenticator
 from collector.api.body import ACCEPT_ENCODING, read_capped
 from collector.api.errors import (
     ANSWER_TOO_LARGE,
-    FAIL_CODE_ACTIONS,
     REDIRECT_STATUSES,
     Action,
     ApiError,
-    Rule,
     redirect_error,
     rule_for_exception,
-    rule_for_status,
 )
 from collector.api.limiter import PacingModel, RateHeaders, ServerWait, WaitCap
 from collector.api.pacer import Pacer, PacerRegistry
@@ -42,108 +38,10 @@ from collector.service.telemetry import Telemetry
 from collector.timeutil import backoff_secs
 from collector.tls import client_context
 
+__all__ = ["MimecastClient", "Page", "parse_answer", "parse_object", "request_body", "tls_setting"]
+T = TypeVar("T")
 THROTTLE_LOG_EVERY_SECS = 60.0
 CAP_LOG_EVERY_SECS = 3600.0  # a server asking for absurd waits keeps doing so: say it once an hour
-
-
-@dataclass(frozen=True)
-class Page:
-    records: list[Any]
-    next_token: str | None
-    # The size asked for: smaller than requested after an oversize answer. Not part of a page's value.
-    page_size: int | None = dataclasses.field(default=None, compare=False)
-
-
-def request_body(data: Mapping[str, Any], page_size: int, page_token: str | None) -> bytes:
-    pagination: dict[str, Any] = {"pageSize": page_size}
-    if page_token:
-        pagination["pageToken"] = page_token
-    return orjson.dumps({"meta": {"pagination": pagination}, "data": [data]})
-
-
-def parse_answer(status: int, raw: bytes, array_key: str | None, *, oauth2: bool) -> Page:
-    """Check one answer: HTTP status, ``fail[]`` (even on 200), and the shape of ``data``.
-
-    The records are ``data[i][array_key]`` for every element, or ``data[]`` itself when the log type
-    declares no array key (audit events)."""
-    doc = _loads(raw)
-    failure = _first_failure(doc)
-    if status != 200 or failure is not None:
-        code, message, retryable = failure or (None, f"HTTP {status}", None)
-        rule = _rule(status, code, retryable, oauth2=oauth2)
-        raise ApiError(rule.action, message, status=status, code=code, hint=rule.hint)
-    if not isinstance(doc, dict):
-        raise ApiError(Action.RETRY, "malformed answer: not a JSON object", status=status)
-    data = doc.get("data")
-    if not isinstance(data, list):
-        raise ApiError(Action.RETRY, "malformed answer: no data array", status=status)
-    if array_key is None:
-        records: list[Any] = data
-        return Page(records, _next_token(doc))
-    records = []
-    for element in data:
-        found = element.get(array_key) if isinstance(element, dict) else None
-        if not isinstance(found, list):
-            raise ApiError(Action.RETRY, f"malformed answer: no {array_key!r} array in data", status=status)
-        records.extend(found)
-    return Page(records, _next_token(doc))
-
-
-def _next_token(doc: dict[str, Any]) -> str | None:
-    pagination = doc.get("meta", {}).get("pagination") if isinstance(doc.get("meta"), dict) else None
-    next_token = pagination.get("next") if isinstance(pagination, dict) else None
-    return next_token if isinstance(next_token, str) and next_token else None
-
-
-def _loads(raw: bytes) -> Any:
-    """The document, or None when it is not JSON (the caller reports that as a malformed answer)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # invalid UTF-8 or numbers orjson refuses: the stdlib parser with replacement characters
-        return json.loads(raw.decode("utf-8", "replace"))
-    except (ValueError, RecursionError):  # deeper than ~1000 levels: the stdlib parser recurses
-        return None
-
-
-def _first_failure(doc: Any) -> tuple[str | None, str, bool | None] | None:
-    fails = doc.get("fail") if isinstance(doc, dict) else None
-    if not isinstance(fails, list) or not fails:
-        return None
-    for fail in fails:
-        errors = fail.get("errors") if isinstance(fail, dict) else None
-        for error in errors if isinstance(errors, list) else []:
-            if isinstance(error, dict):
-                # Only text and numbers are shown: str() of a deeply nested value can itself fail.
-                code = _scalar_text(error.get("code"))
-                retryable = error.get("retryable")
-                return (
-                    code[:100] if code else None,
-                    (_scalar_text(error.get("message")) or code or "API error")[:300],
-                    retryable if isinstance(retryable, bool) else None,
-                )
-    return None, "API reported a failure without details", None
-
-
-def _scalar_text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e18:
-        return str(value)
-    return None
-
-
-def _rule(status: int, code: str | None, retryable: bool | None, *, oauth2: bool) -> Rule:
-    if status == 401 and oauth2:
-        return rule_for_status(status, oauth2=True)
-    if code is not None and code in FAIL_CODE_ACTIONS:
-        return FAIL_CODE_ACTIONS[code]
-    if retryable:
-        return Rule(Action.RETRY)
-    if status == 200:  # a failure inside a 200 that the API says will not go away by retrying
-        return Rule(Action.FATAL, "the API refused the request; check the stream's options")
-    return rule_for_status(status)
 
 
 class MimecastClient:
@@ -174,6 +72,11 @@ class MimecastClient:
         self._cap_logged: dict[str, float] = {}
         self._cap_suppressed: dict[str, int] = {}
         self._log = get_logger(account=account.name)
+
+    @property
+    def oauth2(self) -> bool:
+        """Whether this account signs with OAuth2 (a 401 then means: refresh the token once)."""
+        return self._auth.oauth2
 
     def pacer(self, path: str) -> Pacer:
         return self._pacers.get(
@@ -228,16 +131,78 @@ class MimecastClient:
         on_retry: Callable[[ApiError], Awaitable[None]] | None = None,
     ) -> Page:
         """One page; retries everything that is not fatal. Raises :class:`ApiError` (fatal only)."""
-        body = request_body(data, page_size, page_token)
-        attempt, refreshed = 0, False
+        size = page_size
+        parse = functools.partial(parse_answer, array_key=array_key, oauth2=self._auth.oauth2)
+
+        def attempt() -> Awaitable[Page]:
+            return self._attempt(stream, path, parse, body=request_body(data, size, page_token))
+
+        def shrink(error: ApiError) -> None:
+            nonlocal size
+            size = self._smaller_page(stream, path, size, error)
+
+        page = await self._with_retries(stream, path, attempt, on_retry, on_too_large=shrink)
+        return dataclasses.replace(page, page_size=size)
+
+    async def get_object(
+        self,
+        stream: str,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        on_retry: Callable[[ApiError], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        """One GET answered by a JSON object (the API 2.0 SIEM batch listing), paced, classified and
+        retried like a page. Raises :class:`ApiError` (fatal only)."""
+        parse = functools.partial(parse_object, oauth2=self._auth.oauth2)
+        return await self._with_retries(
+            stream, path, lambda: self._attempt(stream, path, parse, params=params), on_retry
+        )
+
+    async def post_for_file(
+        self,
+        stream: str,
+        path: str,
+        body: bytes,
+        parse: Callable[[int, Mapping[str, str], bytes], T],
+        *,
+        accept: str,
+        on_retry: Callable[[ApiError], Awaitable[None]] | None = None,
+    ) -> T:
+        """One POST answered by a file or a JSON status (API 1.0 SIEM): ``parse`` also reads the
+        headers (file name, next token). Paced, classified and retried like a page; an answer over
+        max_response_bytes is fatal (a file cannot be asked for in halves). Raises :class:`ApiError`."""
+        return await self._with_retries(
+            stream,
+            path,
+            lambda: self._attempt(stream, path, parse, body=body, accept=accept, with_headers=True),
+            on_retry,
+        )
+
+    async def _with_retries(
+        self,
+        stream: str,
+        path: str,
+        attempt: Callable[[], Awaitable[T]],
+        on_retry: Callable[[ApiError], Awaitable[None]] | None,
+        *,
+        on_too_large: Callable[[ApiError], None] | None = None,
+    ) -> T:
+        """Run ``attempt`` until it answers or fails fatally: the one retry loop of every API call."""
+        attempt_no, refreshed = 0, False
         while True:
             try:
-                page = await self._attempt(stream, path, array_key, body)
-                return dataclasses.replace(page, page_size=page_size)
+                return await attempt()
             except ApiError as error:
                 if error.action is Action.TOO_LARGE:
-                    page_size = self._smaller_page(stream, path, page_size, error)
-                    body = request_body(data, page_size, page_token)
+                    if on_too_large is None:  # nothing to ask for in smaller pieces
+                        raise ApiError(
+                            Action.FATAL,
+                            str(error),
+                            code=ANSWER_TOO_LARGE,
+                            hint=f"raise max_response_bytes (now {self.account.max_response_bytes}) for this account",
+                        ) from None
+                    on_too_large(error)
                     continue
                 if error.action is Action.FATAL or (error.action is Action.AUTH_REFRESH and refreshed):
                     if error.action is Action.AUTH_REFRESH:
@@ -257,14 +222,14 @@ class MimecastClient:
                 if error.action is Action.RATE_LIMITED:
                     self._report_throttle(stream, path, error)
                     continue  # the pacer keeps the gate shut until the reset has passed
-                attempt += 1
-                delay = backoff_secs(attempt, self.account.retry_max_secs, self._rng)
+                attempt_no += 1
+                delay = backoff_secs(attempt_no, self.account.retry_max_secs, self._rng)
                 self._telemetry.api_retries.labels(self.account.name, path).inc()
                 self._log.warning(
                     "api_retry",
                     stream=stream,
                     path=path,
-                    attempt=attempt,
+                    attempt=attempt_no,
                     delay_secs=round(delay, 2),
                     error=redact(error.summary()),
                 )
@@ -285,15 +250,25 @@ class MimecastClient:
         self._log.warning("api_page_shrunk", stream=stream, path=path, page_size=smaller, error=redact(str(error)))
         return smaller
 
-    async def _attempt(self, stream: str, path: str, array_key: str | None, body: bytes) -> Page:
+    async def _attempt(
+        self,
+        stream: str,
+        path: str,
+        parse: Callable[..., T],
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        accept: str = "application/json",
+        with_headers: bool = False,
+    ) -> T:
+        """One paced, authenticated call: a POST of ``body``, or a GET with ``params``. ``parse`` gets
+        (status, body), or (status, headers, body) ``with_headers``."""
         async with self.pacer(path).slot(stream) as ticket:
             # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
             try:
-                headers = {
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    "Accept-Encoding": ACCEPT_ENCODING,
-                }
+                headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+                if body is not None:
+                    headers["Content-Type"] = "application/json"
                 headers.update(await self._auth.headers(path))
             except Exception as exc:
                 ticket.abandon()
@@ -301,9 +276,11 @@ class MimecastClient:
             try:
                 # Signed headers and the body never follow a redirect; the body is read within the cap
                 # and inflated by read_capped, not by aiohttp.
-                async with self._session.post(
+                async with self._session.request(
+                    "POST" if body is not None else "GET",
                     f"{self.account.url}{path}",
                     data=body,
+                    params=params,
                     headers=headers,
                     timeout=self._timeout,
                     ssl=self._ssl,
@@ -323,7 +300,7 @@ class MimecastClient:
                 ticket.done(status, answer_headers)
                 raise redirect_error(status, answer_headers.get("Location"), "the API")
             try:
-                page = parse_answer(status, raw, array_key, oauth2=self._auth.oauth2)
+                answer = parse(status, answer_headers, raw) if with_headers else parse(status, raw)
             except ApiError as error:
                 # A quota error inside a 200 throttles exactly like a 429: the pacer must hear it as one.
                 throttled = error.action is Action.RATE_LIMITED
@@ -332,7 +309,7 @@ class MimecastClient:
                     self._telemetry.api_throttled.labels(self.account.name, path).inc()
                 raise
             ticket.done(status, answer_headers)
-            return page
+            return answer
 
     def _count(self, path: str, status: int, headers: Mapping[str, str]) -> None:
         self._telemetry.api_calls.labels(self.account.name, path, str(status)).inc()

@@ -138,6 +138,15 @@ def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
             "must list each log type at most once, and at least one",
             f"use some of: {', '.join(LOG_TYPES)}",
         )
+    for log_name in account.streams:
+        needs = LOG_TYPES[log_name].auth
+        if account.auth not in needs:
+            raise ConfigError(
+                f"{where}.streams",
+                f"{log_name} is served by API 2.0 only (auth = {' or '.join(map(repr, needs))}), "
+                f"but auth = {account.auth!r}",
+                f"remove {log_name!r} from streams, or use an API 2.0 (oauth2) account for it",
+            )
     stream_options = {}
     for log_name, sub in stream_tables.items():
         if log_name not in account.streams:
@@ -159,7 +168,8 @@ def _account(name: str, table: dict[str, Any], ctx: Context) -> AccountConfig:
 
 def _stream_options(log_type: LogType, table: dict[str, Any], where: str, ctx: Context) -> StreamOptions:
     plain = {k: v for k, v in table.items() if k not in log_type.filters}
-    reject_unknown(plain, known_keys(StreamOptions, skip=("filters",)) + list(log_type.filters), where)
+    only_batch = () if log_type.batch_types else ("types",)  # `types` is for SIEM batch log types only
+    reject_unknown(plain, known_keys(StreamOptions, skip=("filters", *only_batch)) + list(log_type.filters), where)
     filters: dict[str, Any] = {}
     for key, spec in log_type.filters.items():
         if key not in table:
@@ -167,7 +177,19 @@ def _stream_options(log_type: LogType, table: dict[str, Any], where: str, ctx: C
         hint: Any = {"str": str, "bool": bool, "str_list": tuple[str, ...]}[spec.kind]
         value = coerce(table[key], hint, f"{where}.{key}", Spec(choices=spec.choices), ctx)
         filters[spec.request_field] = list(value) if isinstance(value, tuple) else value
-    return build(StreamOptions, plain, where, ctx, filters=filters)
+    options = build(StreamOptions, plain, where, ctx, filters=filters)
+    if options.types is not None:
+        _check_batch_types(log_type, options.types, f"{where}.types")
+    return options
+
+
+def _check_batch_types(log_type: LogType, types: tuple[str, ...], key: str) -> None:
+    valid = ", ".join(repr(t) for t in log_type.batch_types)
+    for i, name in enumerate(types):
+        if name not in log_type.batch_types:
+            raise ConfigError(f"{key}[{i}]", f"{name!r} is not a {log_type.name} type", f"use some of: {valid}")
+    if not types or len(set(types)) != len(types):
+        raise ConfigError(key, "must list each type at most once, and at least one", f"use some of: {valid}")
 
 
 def _check_endpoint(account: AccountConfig, where: str) -> None:

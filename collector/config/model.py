@@ -14,7 +14,7 @@ from typing import Any
 from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, WRITE_FILE, Secret, option
 from collector.config.sinks import SinkSettings
-from collector.logtypes import LOG_TYPES
+from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES
 
 DAY = 86_400
 
@@ -65,6 +65,9 @@ class StreamOptions:
 
     page_size: int | None = option(None, min=1, max=1000, doc="records asked for per page")
     path: str | None = option(None, doc="endpoint path override")
+    # SIEM batch log types only (the loader refuses it elsewhere): the `type` values to collect, each
+    # its own stream. None: all of the log type's types.
+    types: tuple[str, ...] | None = option(None, doc="SIEM batch types to collect, each its own stream")
     filters: dict[str, Any] = field(default_factory=dict)  # request field -> value, checked per log type
 
 
@@ -80,7 +83,7 @@ class AccountConfig:
     app_key: Secret | None = option(None, secret=True)
     client_id: str | None = option(None)
     client_secret: Secret | None = option(None, secret=True)
-    streams: tuple[str, ...] = option(tuple(LOG_TYPES), choices=tuple(LOG_TYPES))
+    streams: tuple[str, ...] = option(DEFAULT_STREAMS, choices=tuple(LOG_TYPES))
     start: str | None = option(None, doc="where a stream with no saved position begins (default: 24 h ago)")
     poll_interval_secs: float = option(60.0, min=1, max=DAY)
     lag_secs: int = option(60, min=0, max=DAY, doc="how far behind now a window ends")
@@ -103,6 +106,10 @@ class AccountConfig:
     max_wait_secs: float = option(
         300.0, min=1, max=DAY, doc="longest wait a rate-limit answer may impose; longer asks are capped and logged"
     )
+    siem_max_line_bytes: int = option(
+        1 << 20, min=1 << 10, max=1 << 30, doc="longest SIEM batch file line kept whole; longer ones are cut"
+    )
+    siem_max_file_bytes: int = option(8 << 30, min=1 << 20, max=1 << 40, doc="largest SIEM batch file read, inflated")
     start_secs: int | None = None  # parsed `start`, filled in by the loader
     proxy_password: Secret | None = None  # the password in `proxy`, filled in by the loader so logs mask it
     stream_options: dict[str, StreamOptions] = field(default_factory=dict)

@@ -208,9 +208,18 @@ def _audit(doc: Doc) -> Verdict:
 def _held_release(doc: Doc) -> Verdict:
     action = _action(doc)
     return Verdict(f"held_release:{action}", f"Held message {action}", 4 if action == "released" else 3)
+def _siem(doc: Doc) -> Verdict:
+    """API 1.0 SIEM lines: the MTA stage or TTP check in the id; alerts rank by what they found."""
+    stage, action = field_text(lookup(doc, "event.provider")) or "unknown", _action(doc)
+    categories = lookup(doc, "event.category")
+    malware = isinstance(categories, list) and "malware" in categories
+    alert = lookup(doc, "event.kind") == "alert"
+    severity = 8 if malware else (7 if alert and _malicious(doc) else (5 if alert else 3))
+    return Verdict(f"siem:{stage}:{action}", f"Mimecast {stage.replace('_', ' ')}: {action}", severity)
 
 
 _VERDICTS: Mapping[str, Callable[[Doc], Verdict]] = {
+    "siem": _siem,
     "ttp_url": _ttp_url,
     "ttp_impersonation": _ttp_impersonation,
     "archive_search": _archive_search,
@@ -338,6 +347,23 @@ CEF_FIELDS: Mapping[str, Mapping[str, Source | Labeled]] = {
         "cs1": Labeled("Policy", "rule.name"),
         "cs2": Labeled("Held Reason", "event.reason"),
         "cs3": Labeled("Released By", "user.email"),
+        **_ACCOUNT,
+    },
+    "siem": {
+        **_COMMON,
+        **_SOURCE_IP,
+        "dst": "destination.ip",  # delivery lines: the host delivered to
+        "suser": "email.from.address",
+        "duser": "email.to.address",
+        "msg": "email.subject",
+        "request": "url.original",
+        "fname": "file.name",
+        "fileHash": "file.hash.sha256",
+        "reason": "event.reason",
+        "cs1": Labeled("SIEM Log Type", "event.provider"),
+        "cs2": Labeled("Message ID", "email.message_id"),
+        "cs3": Labeled("Rule Name", "rule.name"),
+        "cs4": Labeled("Mimecast Account Code", "organization.id"),
         **_ACCOUNT,
     },
     UNPARSED: {

@@ -10,8 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.logtypes import archive_search, audit, dlp, held_release, ttp_attachment, ttp_impersonation, ttp_url
-from collector.logtypes.base import Event, FilterSpec, LogType, build_event, dedup_key, record_key, serialize
+from collector.logtypes import (
+    archive_search,
+    audit,
+    dlp,
+    held_release,
+    siem_batch,
+    siem_v1,
+    ttp_attachment,
+    ttp_impersonation,
+    ttp_url,
+)
+from collector.logtypes.base import (
+    CursorKind,
+    Event,
+    FilterSpec,
+    LogType,
+    TimeFormat,
+    build_event,
+    dedup_key,
+    record_key,
+    serialize,
+)
 
 LOG_TYPES: Mapping[str, LogType] = {
     lt.name: lt
@@ -23,7 +43,23 @@ LOG_TYPES: Mapping[str, LogType] = {
         dlp.LOG_TYPE,
         audit.LOG_TYPE,
         held_release.LOG_TYPE,
+        siem_v1.LOG_TYPE,
+        siem_batch.SIEM_CG,
+        siem_batch.SIEM_CI,
     )
 }
+#: An account's `streams` when it names none: the log types that are not opt-in.
+DEFAULT_STREAMS = tuple(name for name, lt in LOG_TYPES.items() if lt.default_enabled)
 
-__all__ = ["LOG_TYPES", "Event", "FilterSpec", "LogType", "build_event", "dedup_key", "record_key", "serialize"]
+__all__ = [
+    "LOG_TYPES",
+    "CursorKind",
+    "Event",
+    "FilterSpec",
+    "LogType",
+    "TimeFormat",
+    "build_event",
+    "dedup_key",
+    "record_key",
+    "serialize",
+]

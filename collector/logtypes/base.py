@@ -8,11 +8,13 @@ never drops a record: one that cannot be normalized is kept raw with an error ta
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import ipaddress
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
@@ -38,11 +40,26 @@ class FilterSpec:
     doc: str = ""
 
 
+class CursorKind(enum.Enum):
+    """How a stream's position moves; :mod:`collector.collect` runs one strategy per kind."""
+
+    WINDOWED = "windowed"  # [window_start, window_end] + page token (TTP, archive, audit, ...)
+    SIEM_TOKEN = "siem_token"  # noqa: S105 - a kind name, not a secret. API 1.0 SIEM: the mc-siem-token of the last file committed
+    SIEM_BATCH = "siem_batch"  # API 2.0 SIEM: listing token + files done + lines of the current file
+
+
+class TimeFormat(enum.Enum):
+    """How a record's time field is written."""
+
+    API_DATE = "api_date"  # "2024-11-13T13:03:11+0000" and its relatives (parse_api_date)
+    EPOCH_MS = "epoch_ms"  # integer milliseconds since the epoch (SIEM API 2.0 records)
+
+
 @dataclass(frozen=True)
 class LogType:
     """Everything the generic poller needs to know about one Mimecast log endpoint."""
 
-    name: str  # config and dataset name, e.g. "ttp_url"
+    name: str  # config name and stream label, e.g. "ttp_url" (a batch type's stream: "siem_cg.receipt")
     path: str  # default endpoint path
     array_key: str | None  # where the records are: data[i][array_key]; None: data[] holds the records
     from_field: str  # request field for the window start
@@ -61,10 +78,30 @@ class LogType:
     # A record field Mimecast promises unique: it is then the event's id and dedup key, as sent.
     event_id_field: str | None = None
     event_id_doc: str = ""  # what event.id holds, when the generic description is not enough
+    cursor_kind: CursorKind = CursorKind.WINDOWED
+    time_format: TimeFormat = TimeFormat.API_DATE
+    auth: tuple[str, ...] = ("hmac", "oauth2")  # the account auth kinds whose API serves it
+    default_enabled: bool = True  # part of an account's default `streams`
+    # SIEM batch files: the `type` values the listing accepts; each one is a stream of its own.
+    batch_types: tuple[str, ...] = ()
+    batch_type: str | None = None  # set on the per-type copy made by for_batch_type()
+    family: str | None = None  # the configured log type a per-type copy came from
 
     @property
     def dataset(self) -> str:
-        return f"mimecast.{self.name}"
+        return f"mimecast.{self.family or self.name}"
+
+    @property
+    def config_name(self) -> str:
+        """The name config and ``reset --stream`` use: the family of a per-type copy."""
+        return self.family or self.name
+
+    def for_batch_type(self, batch_type: str) -> LogType:
+        """The stream of one batch ``type``: own label (``siem_cg.internal_email_protect``), same dataset."""
+        if batch_type not in self.batch_types:
+            raise ValueError(f"{batch_type!r} is not a {self.name} type")
+        label = f"{self.name}.{batch_type.replace(' ', '_')}"
+        return replace(self, name=label, batch_type=batch_type, family=self.name)
 
     @property
     def event_id_description(self) -> str:
@@ -137,20 +174,13 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
     observer = {"vendor": "Mimecast", "product": "Mimecast Email Security"}
     labels = {"mimecast_account": account, "mimecast_log_type": log_type.name}
     try:
-        epoch, timestamp = _event_time(_as_mapping(record)[log_type.time_field])
+        moment = _as_mapping(record)[log_type.time_field]
+        epoch, timestamp = (
+            _epoch_ms_time(moment) if log_type.time_format is TimeFormat.EPOCH_MS else _event_time(moment)
+        )
         specific = log_type.normalize(record)
     except Exception as exc:
-        kept = {
-            "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
-            "ecs": {"version": ECS_VERSION},
-            "event": event,
-            "observer": observer,
-            "labels": labels,
-            "tags": [NORMALIZE_ERROR_TAG],
-            "error": {"message": f"{type(exc).__name__}: {exc}"[:500]},
-            "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
-        }
-        return Event(key, fallback_time, kept, normalized=False)
+        return kept_raw(log_type, record, account, fallback_time, f"{type(exc).__name__}: {exc}", key=key)
     own_event = specific.pop("event", None)
     if own_event:
         event.update(own_event)
@@ -166,6 +196,31 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
     return Event(key, epoch, doc)
 
 
+def kept_raw(
+    log_type: LogType,
+    record: Any,
+    account: str,
+    fallback_time: int,
+    message: str,
+    *,
+    key: str | None = None,
+    tags: tuple[str, ...] = (),
+) -> Event:
+    """A record (or a line that is no record) delivered as it came, tagged, with why it was not normalized."""
+    key = key if key is not None else dedup_key(record, None)
+    doc = {
+        "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"},
+        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
+        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
+        "tags": [NORMALIZE_ERROR_TAG, *tags],
+        "error": {"message": message[:500]},
+        "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
+    }
+    return Event(key, fallback_time, doc, normalized=False)
+
+
 def _event_time(value: Any) -> tuple[int, str]:
     """(epoch seconds, ECS @timestamp) of a record's time field, with a fast path for the API's format."""
     text_value = value if value.__class__ is str else str(value)
@@ -173,6 +228,22 @@ def _event_time(value: Any) -> tuple[int, str]:
         return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
     moment = parse_api_date(text_value)
     return int(moment.timestamp()), ecs_timestamp(moment)
+
+
+def _epoch_ms_time(value: Any) -> tuple[int, str]:
+    """(epoch seconds, ECS @timestamp) of epoch milliseconds; digits in a string are accepted too."""
+    if value.__class__ is not int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"timestamp is a {type(value).__name__}, not epoch milliseconds")
+        value = int(value)  # a string that is no integer raises ValueError: the record is kept raw
+    secs, millis = divmod(value, 1000)
+    # gmtime, not datetime: a third of the cost, and this runs once per SIEM line. Out of range
+    # (before year 1 or past 9999) raises OverflowError/OSError/ValueError: the record is kept raw.
+    t = time.gmtime(secs)
+    if not 1 <= t.tm_year <= 9999:
+        raise ValueError(f"timestamp {value} is out of range")
+    day = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+    return secs, f"{day}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
 
 
 def _as_mapping(record: Any) -> Mapping[str, Any]:

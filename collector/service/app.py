@@ -29,6 +29,7 @@ import anyio
 from collector import __version__
 from collector.api.auth import make_authenticator
 from collector.api.client import MimecastClient, tls_setting
+from collector.api.files import FileHost
 from collector.api.pacer import PacerRegistry
 from collector.collect.poller import Poller, StreamSpec
 from collector.config.errors import CollectorError
@@ -206,7 +207,16 @@ class Collector:
                     headers={"User-Agent": f"mimecast-collector/{__version__}"},
                 )
             )
-            self.pollers = self._pollers(session, store, signal_, gate)
+            # Batch files (SIEM API 2.0) come from another host: their own session, with no cookie jar,
+            # so nothing the API set can reach it; requests there carry no credentials (api/files.py).
+            files_session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                    headers={"User-Agent": f"mimecast-collector/{__version__}"},
+                )
+            )
+            self.pollers = self._pollers(session, files_session, store, signal_, gate)
             if self.config.service.listen:
                 self.health = HealthServer(self.config.service.listen, self.telemetry, lambda: self.pollers, self.clock)
                 try:
@@ -241,7 +251,12 @@ class Collector:
         return dispatchers
 
     def _pollers(
-        self, session: aiohttp.ClientSession, store: Store, signal_: SpoolSignal, gate: SpoolGate
+        self,
+        session: aiohttp.ClientSession,
+        files_session: aiohttp.ClientSession,
+        store: Store,
+        signal_: SpoolSignal,
+        gate: SpoolGate,
     ) -> list[Poller]:
         pacers = PacerRegistry()
         pollers = []
@@ -252,6 +267,7 @@ class Collector:
             )
             auth = make_authenticator(account, session, timeout=timeout, ssl=tls_setting(account), proxy=account.proxy)
             client = MimecastClient(account, session, auth, pacers, self.telemetry)
+            files = FileHost(account, files_session)
             for spec in StreamSpec.for_account(account):
                 pollers.append(
                     Poller(
@@ -264,6 +280,7 @@ class Collector:
                         once_until=now - account.lag_secs if self.once else None,
                         dedup_retention_secs=self.config.state.dedup_retention_secs,
                         clock=self.clock,
+                        files=files,
                     )
                 )
         return pollers

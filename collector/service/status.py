@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from collector.collect import stream_labels
+from collector.collect.strategy import CURSOR_TOKEN_KEYS
 from collector.config.model import Config
 from collector.state.store import Store
 from collector.timeutil import iso
@@ -16,7 +18,7 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
     saved = {(s["account"], s["log_type"]): s for s in await store.streams()}
     streams = []
     for account in config.accounts:
-        for log_type in account.streams:
+        for log_type in stream_labels(account):  # a SIEM batch log type: one stream per type
             row = saved.get((account.name, log_type))
             if row is None:
                 streams.append({"stream": f"{account.name}/{log_type}", "state": "not started"})
@@ -32,6 +34,8 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
                 "last_error": row["last_error"],
                 "last_error_at": iso(row["last_error_at"]) if row["last_error_at"] else None,
             }
+            if row["cursor"] is not None:  # a non-windowed kind: where in its files or tokens it is
+                entry["cursor"] = _cursor(row["cursor"])
             if waiting:  # the server's rate limit holds it back: until when, and why
                 entry["waiting_until"] = iso(row["waiting_until"])
                 entry["waiting_reason"] = row["waiting_reason"]
@@ -51,6 +55,18 @@ async def status_report(config: Config, store: Store, *, now: float) -> dict[str
             }
         )
     return {"streams": streams, "sinks": sinks}
+
+
+def _cursor(text: str) -> Any:
+    """The saved cursor for ``status --json``, without its tokens (as a page token is never shown).
+    A cursor that is not a JSON object (a damaged file) shows as "unreadable"."""
+    try:
+        cursor = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return "unreadable"
+    if not isinstance(cursor, dict):
+        return "unreadable"
+    return {k: ("(held)" if v is not None else None) if k in CURSOR_TOKEN_KEYS else v for k, v in cursor.items()}
 
 
 def render_status(report: dict[str, Any], *, as_json: bool) -> str:

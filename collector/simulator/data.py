@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from collector.simulator.siem import SIEM_TYPES, siem_record
+
 _USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar")
 _OURS = "corp.example"
 _SENDERS = (
@@ -253,6 +255,9 @@ def held_release_record(rng: random.Random, epoch: int) -> dict[str, Any]:
         "subject": rng.choice(_SUBJECTS),
         "to": [{"displayableName": "", "emailAddress": recipient}],
     }
+def siem_any_record(rng: random.Random, epoch: int) -> dict[str, Any]:
+    """A SIEM API 1.0 record of any type (the SIEM feed itself serves them file by file: siem.py)."""
+    return siem_record(rng.choice(SIEM_TYPES), rng, epoch)
 
 
 GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
@@ -263,6 +268,7 @@ GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
     "dlp": dlp_record,
     "audit": audit_record,
     "held_release": held_release_record,
+    "siem": siem_any_record,
 }
 
 

@@ -28,6 +28,8 @@ from aiohttp import web
 from collector.api.auth import hmac_signature
 from collector.simulator.data import ENDPOINTS, Endpoint, SimRecord
 from collector.simulator.paging import PageTokens, RecordIndex, TokenError, parse_query
+from collector.simulator.siem import SIEM_PATH, SiemFeed, SiemRequestError
+from collector.simulator.siem_batch import BatchSim
 from collector.timeutil import parse_hmac_date
 
 FAULT_KINDS = ("500", "503_html", "truncated", "reset", "slow", "retryable_fail")
@@ -96,6 +98,7 @@ class FakeMimecast:
         self.stats = SimStats()
         self.index: dict[str, RecordIndex] = {endpoint.log_type: RecordIndex() for endpoint in ENDPOINTS.values()}
         self._tokens = PageTokens(secrets.token_bytes(16))
+        self.siem = SiemFeed()  # API 1.0 SIEM files and their token chain
         self._rng = random.Random(self.settings.seed)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._bearer: dict[str, float] = {}
@@ -108,6 +111,7 @@ class FakeMimecast:
         self._storm_reset_ms = 1000
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.batch = BatchSim(self)  # SIEM batch listings here, their files on a second port
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -133,6 +137,8 @@ class FakeMimecast:
         app.router.add_post("/oauth/token", self._token)
         for path in ENDPOINTS:
             app.router.add_post(path, self._logs)
+        app.router.add_post(SIEM_PATH, self._siem_logs)
+        self.batch.routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -142,9 +148,11 @@ class FakeMimecast:
         await site.start()
         host_, port_ = self._runner.addresses[0][:2]
         self.base_url = f"http://{host_}:{port_}"
+        await self.batch.start(host)
         return self.base_url
 
     async def stop(self) -> None:
+        await self.batch.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -220,6 +228,45 @@ class FakeMimecast:
             self.stats.faults[fault] += 1
             payload = payload[: max(1, len(payload) // 2)]
         return self._answer(path, 200, payload, rate_headers)
+
+    async def _siem_logs(self, request: web.Request) -> web.StreamResponse:
+        """API 1.0 SIEM: the same authentication, metering and faults as the paged endpoints."""
+        path = request.path
+        if self.settings.latency_secs:
+            await anyio.sleep(self.settings.latency_secs)
+        who, problem = self._authenticate(request)
+        if problem is not None:
+            self.stats.bad_auth[problem] += 1
+            code = "err_xdk_invalid_signature" if who == "hmac" else "err_xdk_unauthorized"
+            return self._answer(path, 401, _fail(code, f"Unauthorized: {problem}", retryable=False))
+        try:
+            raw = await request.read()
+        except ConnectionError:
+            return web.Response(status=499)
+        fault = self._pick_fault()
+        if fault in ("500", "503_html", "reset", "retryable_fail"):
+            return await self._fault(request, path, fault)
+        throttled, rate_headers = self._meter(who, path)
+        if throttled:
+            self.stats.throttled += 1
+            return self._answer(
+                path, 429, _fail("err_xdk_rate_limit_exceeded", "Quota exceeded", retryable=True), rate_headers
+            )
+        try:
+            answer = self.siem.answer(orjson.loads(raw))
+        except (orjson.JSONDecodeError, SiemRequestError) as exc:
+            code = exc.code if isinstance(exc, SiemRequestError) else "err_validation_failed"
+            self.stats.bad_request[code] += 1
+            return self._answer(path, 400, _fail(code, str(exc), retryable=False), rate_headers)
+        payload = answer.body
+        if fault == "truncated":
+            self.stats.faults[fault] += 1
+            payload = payload[: max(1, len(payload) // 2)]
+        self.stats.calls[(path, answer.status)] += 1
+        self.stats.call_log.append((time.monotonic(), path, answer.status))
+        self.stats.records_served["siem"] = self.siem.records_served
+        headers = {**rate_headers, **answer.headers}
+        return web.Response(status=answer.status, body=payload, content_type=answer.content_type, headers=headers)
 
     # --- parts ----------------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS streams (
     waiting_until REAL,  -- v3: the server's rate limit holds the stream back until then (wall clock)
     waiting_reason TEXT,
     endpoint_path TEXT,  -- v4: the endpoint path that answered, when the log type has two
+    cursor TEXT,  -- v4: JSON position of a stream that is not windowed, owned by its cursor strategy
     UNIQUE (account, log_type)
 );
 -- Keys lead with the event time: pages arrive oldest first, so inserts land on the B-tree's right
@@ -85,6 +86,7 @@ ADDED_COLUMNS = (
     ("streams", "waiting_until", "REAL"),
     ("streams", "waiting_reason", "TEXT"),
     ("streams", "endpoint_path", "TEXT"),
+    ("streams", "cursor", "TEXT"),
 )
 
 

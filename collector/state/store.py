@@ -28,6 +28,9 @@ class StreamState:
     window_end: int | None  # end of the window being paged, None between windows
     page_token: str | None  # token for the next page of the current window
     endpoint_path: str | None = None  # the path that answered last, for a log type with two
+    # The position of a stream that is not windowed (SIEM token, SIEM batch files): JSON text only its
+    # cursor strategy reads. For those, window_start is the newest event time committed (for status).
+    cursor: str | None = None
 
     def next_page(self, window_end: int, token: str) -> StreamState:
         return replace(self, window_end=window_end, page_token=token)
@@ -37,6 +40,11 @@ class StreamState:
 
     def restart_window(self) -> StreamState:
         return replace(self, page_token=None)
+
+    def moved_to(self, cursor: str | None, *, newest: int | None = None) -> StreamState:
+        """A non-windowed stream's next position; ``newest`` (an event time) moves window_start forward."""
+        start = self.window_start if newest is None else max(self.window_start, newest)
+        return replace(self, cursor=cursor, window_start=start)
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,13 @@ class Store(Spool):
             )
             row = await (
                 await db.execute(
-                    "SELECT id, window_start, window_end, page_token, endpoint_path FROM streams "
+                    "SELECT id, window_start, window_end, page_token, endpoint_path, cursor FROM streams "
                     "WHERE account=? AND log_type=?",
                     (account, log_type),
                 )
             ).fetchone()
         assert row is not None
-        return StreamState(row[0], account, log_type, row[1], row[2], row[3], row[4])
+        return StreamState(row[0], account, log_type, row[1], row[2], row[3], endpoint_path=row[4], cursor=row[5])
 
     async def commit_page(
         self,
@@ -77,7 +85,8 @@ class Store(Spool):
         prune_before: int | None = None,
         now: float,
     ) -> PageResult:
-        """Spool the page's events not seen before and save ``next_state``: one transaction."""
+        """Spool the events not seen before and save ``next_state`` (window, page token and cursor,
+        whatever the stream's cursor kind): one transaction. Every cursor kind commits through here."""
         stream_id = next_state.id
         unique: dict[str, Event] = {}
         for event in events:
@@ -107,12 +116,13 @@ class Store(Spool):
                 "UPDATE meta SET value = value + ? WHERE key = 'spool_bytes'", (sum(len(d) for d in docs),)
             )
             await db.execute(
-                "UPDATE streams SET window_start=?, window_end=?, page_token=?, events_total=events_total+?, "
+                "UPDATE streams SET window_start=?, window_end=?, page_token=?, cursor=?, events_total=events_total+?, "
                 "last_success_at=?, last_error=NULL, fatal=0 WHERE id=?",
                 (
                     next_state.window_start,
                     next_state.window_end,
                     next_state.page_token,
+                    next_state.cursor,
                     len(fresh),
                     now,
                     stream_id,
@@ -125,8 +135,8 @@ class Store(Spool):
     async def save_position(self, state: StreamState) -> None:
         async with self._transaction() as db:
             await db.execute(
-                "UPDATE streams SET window_start=?, window_end=?, page_token=? WHERE id=?",
-                (state.window_start, state.window_end, state.page_token, state.id),
+                "UPDATE streams SET window_start=?, window_end=?, page_token=?, cursor=? WHERE id=?",
+                (state.window_start, state.window_end, state.page_token, state.cursor, state.id),
             )
 
     async def save_endpoint_path(self, stream_id: int, path: str) -> None:
@@ -150,10 +160,12 @@ class Store(Spool):
             )
 
     async def reset_stream(self, account: str, log_type: str, start: int) -> bool:
-        """Rewind a stream to ``start``; dedup keys stay, so a short rewind re-sends nothing."""
+        """Rewind a stream to ``start`` (any cursor kind: its cursor is cleared, so it begins again at
+        ``start``); dedup keys stay, so a short rewind re-sends nothing."""
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE streams SET window_start=?, window_end=NULL, page_token=NULL, last_error=NULL, fatal=0, "
+                "UPDATE streams SET window_start=?, window_end=NULL, page_token=NULL, cursor=NULL, last_error=NULL, "
+                "fatal=0, "
                 "waiting_until=NULL, waiting_reason=NULL WHERE account=? AND log_type=?",
                 (start, account, log_type),
             )
@@ -170,11 +182,13 @@ class Store(Spool):
             columns = {row[1] for row in await (await db.execute("PRAGMA table_info(streams)")).fetchall()}
             query = (
                 "SELECT account, log_type, window_start, window_end, page_token IS NOT NULL, events_total, "
-                "last_success_at, last_error, last_error_at, fatal, waiting_until, waiting_reason FROM streams "
+                "last_success_at, last_error, last_error_at, fatal, waiting_until, waiting_reason, cursor FROM streams "
                 "ORDER BY account, log_type"
             )
             if "waiting_until" not in columns:
                 query = query.replace("waiting_until, waiting_reason", "NULL, NULL")
+            if "cursor" not in columns:  # schema 3
+                query = query.replace(", cursor FROM", ", NULL FROM")
             cursor = await db.execute(query)
             rows = await cursor.fetchall()
         names = (
@@ -190,5 +204,6 @@ class Store(Spool):
             "fatal",
             "waiting_until",
             "waiting_reason",
+            "cursor",
         )
         return [dict(zip(names, row, strict=True)) for row in rows]
