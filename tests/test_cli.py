@@ -13,6 +13,7 @@ import pytest
 
 from collector.cli import main
 from collector.config import load_config
+from collector.logtypes import LOG_TYPES
 from collector.service.app import StateLock
 from collector.simulator import FakeMimecast
 from tests.helpers import SIM, account_options, delivered_ids, expected_ids, run_cli, seed, table, write_config
@@ -36,12 +37,12 @@ async def test_status_reports_positions_and_backlog(
     assert await cli("status", "--config", str(config), "--json") == 0
     report = orjson.loads(capsys.readouterr().out)
     assert [(s["stream"], s["state"], s["events_total"], s["last_error"]) for s in report["streams"]] == [
-        ("acme/ttp_url", "ok", 100, None),
-        ("acme/ttp_impersonation", "ok", 100, None),
-        ("acme/archive_search", "ok", 100, None),
+        (f"acme/{name}", "ok", 100, None) for name in LOG_TYPES
     ]
     assert all(55 <= s["lag_secs"] <= 600 for s in report["streams"])
-    assert [(k["sink"], k["backlog"], k["delivered_total"]) for k in report["sinks"]] == [("local", 0, 300)]
+    assert [(k["sink"], k["backlog"], k["delivered_total"]) for k in report["sinks"]] == [
+        ("local", 0, 100 * len(LOG_TYPES))
+    ]
 
     assert await cli("status", "--config", str(config)) == 0
     text = capsys.readouterr().out

@@ -13,11 +13,12 @@ from typing import Any
 import anyio
 import orjson
 
+from collector.logtypes import LOG_TYPES
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
 from tests.test_end_to_end import run_once
 
-PATHS = ("/api/ttp/url/get-logs", "/api/ttp/impersonation/get-logs", "/api/archive/get-search-logs")
+PATHS = tuple(log_type.path for log_type in LOG_TYPES.values())
 
 
 def throttled_calls(sim: FakeMimecast) -> dict[str, list[float]]:
