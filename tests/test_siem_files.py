@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zipfile
 import zlib
 from typing import Any
@@ -45,9 +46,18 @@ def document(*records: Any) -> bytes:
 
 
 def read_all(body: bytes, name: str | None = None, file_format: str = "json", limits: SiemLimits = LIMITS) -> Any:
-    return [
-        (f.name, f.records, f.unparsed) for f in read_files(body, name=name, file_format=file_format, limits=limits)
-    ]
+    found = []
+    for siem_file in read_files(body, name=name, file_format=file_format, limits=limits):
+        records = list(siem_file.records())
+        found.append((siem_file.name, records, siem_file.unparsed))
+    return found
+
+
+def parsed(data: bytes, file_format: str = "json") -> tuple[list[Any], int]:
+    """(records, how many kept as text) of one file."""
+    siem_file = parse_file("f.json", data, file_format)
+    records = list(siem_file.records())
+    return records, siem_file.unparsed
 
 
 def test_zip_with_two_files_gives_each_file_and_its_records_in_order() -> None:
@@ -75,55 +85,48 @@ def test_plain_file_uses_the_disposition_name() -> None:
 )
 def test_every_json_shape_gives_its_records(data: bytes, records: list[Any]) -> None:
     """The document, list, NDJSON and single-object shapes all read the same way."""
-    assert parse_file("f.json", data, "json").records == records
+    assert parsed(data)[0] == records
 
 
 def test_ndjson_keeps_a_broken_line_as_text_and_reads_the_rest() -> None:
     """One bad line costs one raw record, not the file."""
     data = orjson.dumps(RECEIPT) + b'\n{"acc": "C0A0", "datetime\n' + orjson.dumps(DELIVERY)
-    found = parse_file("f.json", data, "json")
-    assert found.records == [RECEIPT, '{"acc": "C0A0", "datetime', DELIVERY]
-    assert found.unparsed == 1
+    assert parsed(data) == ([RECEIPT, '{"acc": "C0A0", "datetime', DELIVERY], 1)
 
 
 def test_invalid_utf8_inside_a_document_costs_a_replacement_character_only() -> None:
     """orjson refuses invalid UTF-8; the stdlib parser with replacement keeps every record."""
     data = b'{"data": [{"datetime": "2026-12-01T08:00:00+0000", "Subject": "caf\xe9"}]}'
-    assert parse_file("f.json", data, "json").records == [
-        {"datetime": "2026-12-01T08:00:00+0000", "Subject": "caf\ufffd"}
-    ]
+    assert parsed(data)[0] == [{"datetime": "2026-12-01T08:00:00+0000", "Subject": "caf\ufffd"}]
 
 
 def test_a_file_that_is_not_json_is_kept_line_by_line_as_text() -> None:
     """Binary junk becomes bounded text records, never an exception."""
-    found = parse_file("f.json", b"\x00\xff\xfe junk\nmore junk", "json")
-    assert found.records == ["\x00\ufffd\ufffd junk", "more junk"]
-    assert found.unparsed == 2
+    assert parsed(b"\x00\xff\xfe junk\nmore junk") == (["\x00\ufffd\ufffd junk", "more junk"], 2)
 
 
 def test_a_huge_unparseable_line_is_cut_to_a_bounded_record() -> None:
     """A 1 MB line that is not JSON becomes one record of at most MAX_RAW_LINE_CHARS plus a mark."""
-    found = parse_file("f.json", b"x" * 1_000_000, "json")
-    assert len(found.records) == 1
-    assert found.records[0] == "x" * MAX_RAW_LINE_CHARS + "...<cut>"
+    assert parsed(b"x" * 1_000_000) == (["x" * MAX_RAW_LINE_CHARS + "...<cut>"], 1)
 
 
 def test_key_value_lines_with_crlf_cr_or_lf() -> None:
     """key=value|key=value records, however the lines end; '=' inside a value stays in the value."""
     data = b"datetime=2026-12-01T08:00:00+0000|aCode=A1|Act=Acc\r\ndatetime=2026-12-01T08:00:01+0000|Subject=a=b\rx|y"
-    found = parse_file("receipt_1.log", data, "key_value")
-    assert found.records == [
-        {"datetime": "2026-12-01T08:00:00+0000", "aCode": "A1", "Act": "Acc"},
-        {"datetime": "2026-12-01T08:00:01+0000", "Subject": "a=b"},
-        "x|y",
-    ]
-    assert found.unparsed == 1
+    assert parsed(data, "key_value") == (
+        [
+            {"datetime": "2026-12-01T08:00:00+0000", "aCode": "A1", "Act": "Acc"},
+            {"datetime": "2026-12-01T08:00:01+0000", "Subject": "a=b"},
+            "x|y",
+        ],
+        1,
+    )
 
 
 def test_key_value_records_sharing_one_line_split_at_datetime() -> None:
     """Sentinel splits files on 'datetime=': a second datetime key starts the next record."""
     data = b"datetime=2026-12-01T08:00:00+0000|aCode=A1|datetime=2026-12-01T08:00:01+0000|aCode=A2"
-    assert parse_file("receipt_1.log", data, "key_value").records == [
+    assert parsed(data, "key_value")[0] == [
         {"datetime": "2026-12-01T08:00:00+0000", "aCode": "A1"},
         {"datetime": "2026-12-01T08:00:01+0000", "aCode": "A2"},
     ]
@@ -276,3 +279,45 @@ def test_any_bytes_as_a_plain_file_never_raise(data: bytes, file_format: str) ->
     found = read_all(data, name="receipt_1.json", file_format=file_format)
     assert len(found) == 1
     assert all(isinstance(r, dict | str | list | int | float | bool) or r is None for r in found[0][1])
+
+
+def test_a_large_document_is_parsed_one_record_at_a_time() -> None:
+    """Iterating a 4 MB {"data": [...]} file allocates about its text once, not its parsed records
+    (a whole parse of it takes some 15 times its size)."""
+    records = [{**RECEIPT, "aCode": f"A{i}", "Subject": "x" * 200} for i in range(15_000)]
+    data = document(*records)
+    siem_file = parse_file("receipt_1.json", data, "json")
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in siem_file.records())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 15_000
+    assert peak < 1.5 * len(data) + (1 << 20)
+
+
+def test_records_come_before_the_rest_of_the_file_is_read() -> None:
+    """The first record is handed over while a broken tail is still unread."""
+    siem_file = parse_file("f.json", document(RECEIPT)[:-2] + b', {"acc": ', "json")
+    records = siem_file.records()
+    assert next(records) == RECEIPT
+    assert siem_file.unparsed == 0
+    assert list(records) == ['{"acc":']  # the file's trailing blank is stripped first
+    assert siem_file.unparsed == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"type": "MTA", "data": [{"a": 1}, {"b": 2}', ([{"a": 1}, {"b": 2}], 0)),  # cut after an element
+        (b'{"type": "MTA", "data": [{"a": 1}, {"b": ', ([{"a": 1}, '{"b":'], 1)),  # cut inside one
+        (b'{"data": [{"a": 1} junk {"b": 2}]}', ([{"a": 1}, 'junk {"b": 2}]}'], 1)),  # junk between them
+        (b'{"type": "MTA", "data": []}', ([], 0)),
+        (b'[{"a": 1}, {"a": 2}]', ([{"a": 1}, {"a": 2}], 0)),
+        (b'{"other": 1, "data": [{"a": 1}]}', ([{"a": 1}], 0)),  # not the usual envelope: parsed whole
+    ],
+)
+def test_streamed_documents_keep_what_parses(data: bytes, expected: tuple[list[Any], int]) -> None:
+    """A document cut short or with junk: every whole record, then the rest as one text record."""
+    assert parsed(data) == expected

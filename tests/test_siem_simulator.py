@@ -46,7 +46,9 @@ async def post(
 
 def records_of(headers: CIMultiDict[str], body: bytes, file_format: str = "json") -> list[tuple[str, int]]:
     name = disposition_name(headers.get("Content-Disposition"))
-    return [(f.name, len(f.records)) for f in read_files(body, name=name, file_format=file_format, limits=LIMITS)]
+    return [
+        (f.name, len(list(f.records()))) for f in read_files(body, name=name, file_format=file_format, limits=LIMITS)
+    ]
 
 
 async def test_token_chain_walks_every_file_then_answers_caught_up(make_sim: Any, session: Any) -> None:
@@ -110,7 +112,7 @@ async def test_every_type_has_realistic_records(make_sim: Any, session: Any) -> 
     body = (await post(session, sim))[2]
     found = list(read_files(body, name=None, file_format="json", limits=LIMITS))
     assert len(found) == len(SIEM_TYPES)
-    assert all(r["acc"] == "C0A0" and r["datetime"].endswith("+0000") for f in found for r in f.records)
+    assert all(r["acc"] == "C0A0" and r["datetime"].endswith("+0000") for f in found for r in f.records())
 
 
 async def test_oauth2_bearer_is_accepted(make_sim: Any, session: Any) -> None:
@@ -181,7 +183,7 @@ async def test_bad_file_fault_adds_a_member_that_is_not_json(make_sim: Any, sess
     sim.siem.faults = {0: "bad_file"}
     body = (await post(session, sim))[2]
     found = list(read_files(body, name=None, file_format="json", limits=LIMITS))
-    assert [len(f.records) for f in found] == [2, 1]
+    assert [len(list(f.records())) for f in found] == [2, 1]
     assert found[1].unparsed == 1
 
 

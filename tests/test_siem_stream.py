@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio.to_thread
 import orjson
 import pytest
 
 from collector.api import MimecastClient, PacerRegistry, make_authenticator
+from collector.cli import main
 from collector.collect.poller import Poller, StreamSpec
 from collector.config import load_config
 from collector.config.errors import ConfigError
@@ -220,7 +222,7 @@ async def test_a_junk_member_beside_a_good_file_is_kept_raw(make_sim: Callable[.
     events = read_events(tmp_path / "out")
     raw = [e for e in events if NORMALIZE_ERROR_TAG in e.get("tags", [])]
     assert len(raw) == 1
-    assert raw[0]["mimecast"]["raw"].startswith('{"data": [{"acc": "C0A0", "datetime": ')
+    assert raw[0]["mimecast"]["raw"].startswith('{"acc": "C0A0", "datetime": ')  # from the broken record on
     assert len(events) == 61
 
 
@@ -428,3 +430,22 @@ async def test_every_sink_gets_every_siem_record_exactly_once(make_sim: Callable
     }
     assert got == dict.fromkeys(got, want)
     assert (es.conflicts, max(es.created.values())) == (0, 1)
+
+
+async def test_reset_clears_the_token_and_a_rerun_within_the_retention_duplicates_nothing(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """`reset --stream siem` forgets the token: the next run starts at the oldest file again, and the
+    re-read records still within dedup_retention_secs are dropped by their keys."""
+    sim: FakeMimecast = await make_sim()
+    files = generate_siem_files(4, start=1_796_000_000, records_per_file=30)
+    sim.siem.add(files)
+    config = write_config(tmp_path, sim.base_url, account=SIEM)
+    assert (await run_once(config)).exit_code == 0
+
+    assert await anyio.to_thread.run_sync(main, ["reset", "--config", str(config), "--stream", "siem"]) == 0
+    assert saved_cursor(tmp_path) is None
+    assert (await run_once(config)).exit_code == 0
+
+    assert sim.siem.stats["files"] == 8  # every file served twice
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(files))

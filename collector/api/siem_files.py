@@ -52,13 +52,21 @@ class SiemLimits:
     max_members: int = MAX_MEMBERS
 
 
-@dataclass(frozen=True)
+@dataclass
 class SiemFile:
-    """One log file of an answer: its name (as given, for logs only) and its records."""
+    """One log file of an answer: its name (as given, for logs only) and its bytes, inflated."""
 
     name: str
-    records: list[Any]  # parsed objects; a string is a line or file that did not parse (kept raw)
-    unparsed: int = 0  # how many of the records are such strings
+    data: bytes
+    file_format: str  # "json" or "key_value"
+    unparsed: int = 0  # records so far that did not parse and come as text (kept raw by build_event)
+
+    def records(self) -> Iterator[Any]:
+        """The file's records, parsed as they are taken (never the whole file at once); a string is a
+        line or a part that did not parse."""
+        if self.file_format == "key_value":
+            return _key_value_lines(self)
+        return _json_records(self)
 
 
 def disposition_name(header: str | None) -> str | None:
@@ -161,17 +169,60 @@ def _unsafe(name: str) -> bool:
 
 
 def parse_file(name: str, data: bytes, file_format: str) -> SiemFile:
-    """The records of one log file, whatever shape it has; what does not parse is kept as text."""
-    if file_format == "key_value":
-        return _key_value_file(name, data)
+    """One log file; its records are parsed as :meth:`SiemFile.records` is iterated."""
+    return SiemFile(name, data, file_format)
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_S = r"[ \t\n\r]*"
+# The envelope Mimecast writes, {"type": "MTA", "data": [ (type first or absent): its array is streamed.
+_ENVELOPE = re.compile(rf'{_S}\{{{_S}(?:"type"{_S}:{_S}"(?:[^"\\]|\\.)*"{_S},{_S})?"data"{_S}:{_S}\[')
+_LIST = re.compile(rf"{_S}\[")
+_DECODER = json.JSONDecoder()
+
+
+def _json_records(siem_file: SiemFile) -> Iterator[Any]:
+    data = siem_file.data
     stripped = data.strip()
     if not stripped:
-        return SiemFile(name, [])
+        return
     if stripped[:1] in (b"{", b"["):
+        text = stripped.decode("utf-8", "replace")  # invalid UTF-8 costs a replacement character only
+        opening = _ENVELOPE.match(text) or _LIST.match(text)
+        if opening:
+            yield from _array(siem_file, text, opening.end())
+            return
         records = _records_of(_loads(stripped))
         if records is not None:
-            return SiemFile(name, records)
-    return _json_lines_file(name, data)
+            yield from records
+            return
+    yield from _json_lines(siem_file)
+
+
+def _array(siem_file: SiemFile, text: str, at: int) -> Iterator[Any]:
+    """The elements of the JSON array opened just before ``at``, one at a time: a large file is never
+    parsed whole. A broken element ends the array, and the text from it on is kept as one record."""
+    end = len(text)
+    at = _WS.match(text, at).end()  # type: ignore[union-attr]  # matches the empty string at least
+    if at < end and text[at] == "]":
+        return
+    while at < end:
+        try:
+            value, after = _DECODER.raw_decode(text, at)
+        except (ValueError, RecursionError):
+            siem_file.unparsed += 1
+            yield _cut(text[at : at + MAX_RAW_LINE_CHARS + 1])
+            return
+        yield value
+        at = _WS.match(text, after).end()  # type: ignore[union-attr]
+        if at < end and text[at] == ",":
+            at = _WS.match(text, at + 1).end()  # type: ignore[union-attr]
+        elif at < end and text[at] != "]":
+            siem_file.unparsed += 1  # junk between elements
+            yield _cut(text[at : at + MAX_RAW_LINE_CHARS + 1])
+            return
+        else:
+            return  # the array's end (what follows it is the envelope's end), or a file cut after an element
 
 
 def _loads(data: bytes) -> Any:
@@ -198,37 +249,34 @@ def _records_of(document: Any) -> list[Any] | None:
     return None
 
 
-def _json_lines_file(name: str, data: bytes) -> SiemFile:
-    records: list[Any] = []
-    unparsed = 0
-    for raw_line in data.splitlines():
+def _json_lines(siem_file: SiemFile) -> Iterator[Any]:
+    for raw_line in io.BytesIO(siem_file.data):
         line = raw_line.strip()
         if not line:
             continue
         value = _loads(line)
         if isinstance(value, dict):
-            records.append(value)
+            yield value
         else:
-            records.append(_raw_text(line))
-            unparsed += 1
-    return SiemFile(name, records, unparsed)
+            siem_file.unparsed += 1
+            yield _raw_text(line)
 
 
-def _key_value_file(name: str, data: bytes) -> SiemFile:
+_LINE = re.compile(rb"[^\r\n]+")
+
+
+def _key_value_lines(siem_file: SiemFile) -> Iterator[Any]:
     """``key=value|key=value`` lines; Mimecast ends them with CR, LF or both (public collectors show each)."""
-    records: list[Any] = []
-    unparsed = 0
-    for raw_line in re.split(rb"\r\n|\r|\n", data):
-        line = raw_line.strip()
+    for match in _LINE.finditer(siem_file.data):
+        line = match.group().strip()
         if not line:
             continue
         found = _key_value_records(line.decode("utf-8", "replace"))
         if found:
-            records.extend(found)
+            yield from found
         else:
-            records.append(_raw_text(line))
-            unparsed += 1
-    return SiemFile(name, records, unparsed)
+            siem_file.unparsed += 1
+            yield _raw_text(line)
 
 
 def _key_value_records(line: str) -> list[dict[str, str]]:
@@ -251,7 +299,10 @@ def _key_value_records(line: str) -> list[dict[str, str]]:
 
 
 def _raw_text(line: bytes) -> str:
-    text = line[: MAX_RAW_LINE_CHARS * 4].decode("utf-8", "replace")
+    return _cut(line[: MAX_RAW_LINE_CHARS * 4].decode("utf-8", "replace"))
+
+
+def _cut(text: str) -> str:
     return text if len(text) <= MAX_RAW_LINE_CHARS else text[:MAX_RAW_LINE_CHARS] + _CUT_MARK
 
 

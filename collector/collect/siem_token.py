@@ -124,8 +124,7 @@ class SiemTokenStream:
             if siem_file is None:
                 break
             counts["files"] += 1
-            counts["unparsed"] += siem_file.unparsed
-            for event in self._events(siem_file):
+            for event in self._events(siem_file):  # parsed as taken: a large file is never held whole
                 batch.append(event)
                 if event.normalized:
                     newest = event.time if newest is None else max(newest, event.time)
@@ -133,6 +132,7 @@ class SiemTokenStream:
                     await self._commit(state, batch, newest, final=None)
                     counts["events"] += len(batch)
                     batch = []
+            counts["unparsed"] += siem_file.unparsed
         if not advance:
             if batch:
                 await self._commit(state, batch, newest, final=None)
@@ -165,7 +165,7 @@ class SiemTokenStream:
         ctx = self._ctx
         log_type = log_type_for(file_log_type(siem_file.name))
         now = int(ctx.clock())
-        for record in siem_file.records:
+        for record in siem_file.records():
             yield build_event(log_type, record, ctx.spec.account.name, now)
 
     def _kept_raw(self, answer: SiemAnswer, error: SiemAnswerError) -> Event:
