@@ -439,3 +439,33 @@ async def test_reset_start_rewinds_every_type_of_a_batch_log_type(
     assert (await run_once(config)).exit_code == 0
     assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(files))  # re-listed, nothing twice
     assert sim.batch.stats.served == {f.id: 2 for f in files}  # every file really was read again
+
+
+HOSTILE_LISTINGS = {
+    "spam": b'{"value": "not a list"}',
+    "journal": b'{"value": [{"size": 10}]}',  # an entry without a url
+    "av": b'{"value": [{"url": "file:///etc/shadow"}], "@nextPage": "x"}',  # a link we never fetch
+    "delivery": b'{"value": [{"url": "http://files.example/a.gz?sig=1"}]}',  # plain http off loopback
+}  # an answer that is no JSON object is retried by the client without limit, like every malformed answer
+
+
+async def test_hostile_listings_fail_only_their_stream_and_a_throttled_listing_is_paced(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Listings that are not what the API sends each fail their own stream with a clear error (nothing
+    fetched from a link it names); receipt, behind a listing limit of 3 calls a second, arrives whole."""
+    sim = await make_sim(rate_limit=3, rate_window_ms=1000)
+    sim.batch.settings.listing_bodies = dict(HOSTILE_LISTINGS)
+    files = add_files(sim, "cg", "receipt", 12, 50)
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt", *HOSTILE_LISTINGS]}, page_size=1)
+
+    result = await run_once(config)
+
+    assert result.exit_code == 1
+    assert sorted(result.failed_streams) == sorted(f"acme/siem_cg.{kind}" for kind in HOSTILE_LISTINGS)
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected(files))
+    assert sim.batch.stats.file_requests == 12  # only receipt's files were fetched
+    rows = state_rows(tmp_path)
+    assert "malformed batch listing" in rows["siem_cg.spam"]["last_error"]
+    assert "only https links" in rows["siem_cg.av"]["last_error"]
+    assert "only https links" in rows["siem_cg.delivery"]["last_error"]

@@ -61,6 +61,8 @@ class BatchSettings:
     cut_every: int = 0  # every Nth first download is cut mid-body and its link expires then
     empty_page_every: int = 0  # every Nth listing call with a token: empty page, fresh token, not caught up
     chunk_delay_secs: float = 0.0  # a slow file host: this pause after every 16 KiB sent
+    # type -> the exact body its listing answers (200), for hostile-answer tests
+    listing_bodies: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,6 +214,8 @@ class BatchSim:
         except ValueError as exc:
             api.stats.bad_request[str(exc)[:80]] += 1
             return api._answer(path, 400, _fail("validation_failed", str(exc)), rate_headers)
+        if kind in self.settings.listing_bodies:
+            return api._answer(path, 200, self.settings.listing_bodies[kind], rate_headers)
         listed = self.files.get((family, kind), [])
         if token:
             self._paged_calls += 1
