@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES, build_event, dedup_key, record_key
+from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES, build_event, record_key
 from collector.simulator import FakeMimecast, SimRecord, SimSettings, generate
 from collector.timeutil import iso
 

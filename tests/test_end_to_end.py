@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from collector.config import load_config
-from collector.logtypes import LOG_TYPES
+from collector.logtypes import DEFAULT_STREAMS
 from collector.service.app import Collector, RunResult
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
@@ -40,7 +40,7 @@ async def test_seven_log_types_over_two_days_arrive_exactly_once(make_sim: Calla
 
     result = await run_once(config)
 
-    assert set(SEVEN) == set(LOG_TYPES) == set(records)
+    assert set(SEVEN) == set(DEFAULT_STREAMS) == set(records)
     assert result.exit_code == 0
     delivered = delivered_ids(tmp_path / "out")
     assert len(delivered) == 7 * 3000
@@ -63,7 +63,7 @@ async def test_second_run_delivers_nothing_new(make_sim: Callable[..., Any], tmp
 
     assert (first.exit_code, second.exit_code) == (0, 0)
     delivered = delivered_ids(tmp_path / "out")
-    assert len(delivered) == 500 * len(LOG_TYPES)
+    assert len(delivered) == 500 * len(DEFAULT_STREAMS)
     assert set(delivered) == expected_ids(records)
 
 
@@ -131,7 +131,7 @@ async def test_file_sink_json_lines_are_ecs_shaped(make_sim: Callable[..., Any],
     await run_once(config)
 
     lines = (tmp_path / "out" / "events.jsonl").read_bytes().splitlines()
-    assert len(lines) == 50 * len(LOG_TYPES)
+    assert len(lines) == 50 * len(DEFAULT_STREAMS)
     for line in lines:
         event = orjson.loads(line)
         assert event["@timestamp"].endswith("Z")

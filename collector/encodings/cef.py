@@ -208,6 +208,8 @@ def _audit(doc: Doc) -> Verdict:
 def _held_release(doc: Doc) -> Verdict:
     action = _action(doc)
     return Verdict(f"held_release:{action}", f"Held message {action}", 4 if action == "released" else 3)
+
+
 def _siem(doc: Doc) -> Verdict:
     """API 1.0 SIEM lines: the MTA stage or TTP check in the id; alerts rank by what they found."""
     stage, action = field_text(lookup(doc, "event.provider")) or "unknown", _action(doc)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from collector.logtypes.base import (
+    ECS_VERSION,
     CursorKind,
     JsonDict,
     LogType,
@@ -25,7 +26,6 @@ from collector.logtypes.base import (
     url_fields,
 )
 
-ECS_VERSION = "8.11.0"
 #: Cloud Gateway types, spelled as the listing's ``type`` parameter takes them.
 CG_TYPES = (
     "receipt",

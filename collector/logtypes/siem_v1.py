@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from collector.logtypes.base import (
+    ECS_VERSION,
     CursorKind,
     FilterSpec,
     JsonDict,
@@ -33,7 +34,6 @@ from collector.logtypes.base import (
 )
 
 PATH = "/api/audit/get-siem-logs"
-ECS_VERSION = "8.11.0"
 NAME = "siem"
 
 # File-name prefix (lower case, without the timestamp) -> our type name.

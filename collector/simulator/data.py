@@ -255,6 +255,8 @@ def held_release_record(rng: random.Random, epoch: int) -> dict[str, Any]:
         "subject": rng.choice(_SUBJECTS),
         "to": [{"displayableName": "", "emailAddress": recipient}],
     }
+
+
 def siem_any_record(rng: random.Random, epoch: int) -> dict[str, Any]:
     """A SIEM API 1.0 record of any type (the SIEM feed itself serves them file by file: siem.py)."""
     return siem_record(rng.choice(SIEM_TYPES), rng, epoch)
