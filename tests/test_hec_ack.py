@@ -15,8 +15,10 @@ from typing import Any
 
 import anyio
 import pytest
+from aiohttp import web
 
 from collector.config import load_config
+from collector.config.errors import ConfigError
 from collector.config.options import Context, build
 from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logtypes.base import Event
@@ -333,3 +335,75 @@ async def test_done_when_lossy_acks_and_one_restart(make_sim: Callable[..., Any]
 
 def _event(key: str) -> OutEvent:
     return OutEvent(key, 1_700_000_000, b"{}", b'{"event":{"id":"%s"}}' % key.encode(), "acme", "ttp_url")
+
+
+def test_ack_timeout_must_leave_room_for_polls(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sinks\.splunk\.ack_timeout_secs"):
+        hec_settings("http://127.0.0.1:1", tmp_path, ack_timeout_secs=1, ack_poll_interval_secs=0.5)
+
+
+class HostileHec(FakeHec):
+    """Answers event POSTs correctly but the ack endpoint with ``ack_answer``."""
+
+    ack_answer: bytes = b"{}"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/services/collector/event", self._event)
+        app.router.add_post("/services/collector/ack", self._hostile)
+
+    async def _hostile(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.ack_answer, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("answer", "raises"),
+    [
+        (b"<html>proxy error</html>", True),
+        (b'{"acks": [true]}', True),
+        (b"[]", True),
+        (b"\xff\xfe", True),
+        (b'{"acks": {"0": "yes", "x": true, "-0": true}}', False),
+    ],
+)
+async def test_malformed_ack_answers_confirm_nothing(answer: bytes, raises: bool, tmp_path: Path) -> None:
+    """Whatever the ack endpoint says, only a well-formed true confirms a batch: anything else is a
+    retryable error or a false, the batch stays unconfirmed."""
+    hec = HostileHec(ack_enabled=True)
+    hec.ack_answer = answer
+    await hec.start()
+    sink = create_sink(hec_settings(hec.url, tmp_path), SinkContext(tmp_path))
+    assert isinstance(sink, Acknowledging)
+    try:
+        await sink.send_batch([_event("x1")])
+        if raises:
+            with pytest.raises(SinkError, match="HEC ack answer is not") as error:
+                await sink.acknowledged(wait=False)
+            assert error.value.retryable
+        else:
+            assert await sink.acknowledged(wait=False) == 0
+        assert hec.events == []  # HostileHec never indexes: nothing may count as confirmed
+    finally:
+        await sink.close()
+        await hec.stop()
+
+
+@pytest.mark.parametrize("answer", [b'{"text": "Success", "code": 0, "ackId": "7"}', b'{"ackId": -1}', b"ok"])
+async def test_event_answer_without_a_usable_ack_id_is_refused(answer: bytes, tmp_path: Path) -> None:
+    receiver = RawAnswer(answer)
+    await receiver.start()
+    sink = create_sink(hec_settings(receiver.url, tmp_path), SinkContext(tmp_path))
+    try:
+        with pytest.raises(SinkError, match="gave no ackId"):
+            await sink.send_batch([_event("x1")])
+    finally:
+        await sink.close()
+        await receiver.stop()
+
+
+class RawAnswer(FakeHec):
+    def __init__(self, answer: bytes) -> None:
+        super().__init__(ack_enabled=True)
+        self.answer = answer
+
+    async def _event(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.answer, content_type="application/json")

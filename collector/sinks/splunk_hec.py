@@ -49,6 +49,12 @@ class SplunkHecSettings(HttpSettings):
                 f"sinks.{self.name}.token", "required for splunk_hec", "set token or token_file to the HEC token"
             )
 
+        if self.use_ack and self.ack_timeout_secs <= 2 * self.ack_poll_interval_secs:
+            raise ConfigError(  # else batches are resent before HEC was even asked about them
+                f"sinks.{self.name}.ack_timeout_secs",
+                f"{self.ack_timeout_secs:g} is not more than twice ack_poll_interval_secs",
+                "raise ack_timeout_secs or lower ack_poll_interval_secs",
+            )
         if self.channel is not None:
             try:
                 uuid.UUID(self.channel)
