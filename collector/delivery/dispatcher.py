@@ -21,6 +21,7 @@ from collector.encodings.formats import ENCODERS
 from collector.logs import get_logger, redact
 from collector.service.telemetry import Telemetry
 from collector.sinks.base import Acknowledging, OutEvent, Reopenable, Sink, SinkError, SinkSettings
+from collector.state.db import StoreError
 from collector.state.spool import SpoolRow
 from collector.state.store import Store
 from collector.timeutil import backoff_secs
@@ -92,6 +93,8 @@ class Dispatcher:
                 failures += 1
                 await self._failed(error, failures, self._batch_events)
                 continue
+            except StoreError:  # the state file, not the sink: the collector stops (exit 74), nothing lost
+                raise
             except Exception as exc:  # a bug in one sink must not stop the others: retry it slowly
                 failures += 1
                 self._log.error("sink_crashed", exc_info=exc, batch_events=self._batch_events)
