@@ -7,9 +7,11 @@ stopped entirely (connection refused) and started again on the same port.
 
 from __future__ import annotations
 
+import random
 import socket
+import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -87,23 +89,82 @@ class HecEvent:
         return str(event["event"]["id"]) if isinstance(event, dict) else str(event)
 
 
-class FakeHec(Receiver):
-    """Splunk HEC: ``POST /services/collector/event`` with ``Authorization: Splunk <token>``."""
+@dataclass
+class PendingBatch:
+    """A batch HEC received on an acknowledging token: indexed once its ack status is first due."""
 
-    def __init__(self, token: str = "hec-token-0000-1111") -> None:
+    batch: list[HecEvent]
+    queries_left: int  # ack queries answered false before it is indexed (a late ack)
+    ack_lost: bool  # indexed, but its ack never reads true (the answer got lost)
+    indexed: bool = False
+
+
+@dataclass
+class AckBehaviour:
+    """How an acknowledging HEC behaves: late acks, lost acks (seeded), refused channels."""
+
+    late_queries: int = 0
+    lost_rate: float = 0.0
+    seed: int = 0
+    channel_code: int | None = None  # answer every event POST with this HEC error code (10, 11)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+class FakeHec(Receiver):
+    """Splunk HEC: ``POST /services/collector/event`` with ``Authorization: Splunk <token>``.
+
+    With ``ack_enabled`` (the token's "indexer acknowledgement"), it behaves as Splunk documents:
+    an event POST needs a channel (``X-Splunk-Request-Channel`` or ``?channel=``; code 10 when
+    missing, 11 when not a GUID) and answers an ``ackId`` counting up per channel from 0; the batch
+    is only *received*. ``POST /services/collector/ack`` with ``{"acks": [ids]}`` answers
+    ``{"acks": {"id": bool}}``; a batch is indexed (appears in ``events``) when its status is first
+    due, reported true once and then forgotten. :meth:`restart_indexer` forgets every pending id
+    and loses every batch not indexed yet. With acks off, a channel is accepted and ignored, and the
+    ack endpoint answers code 14.
+    """
+
+    def __init__(self, token: str = "hec-token-0000-1111", *, ack_enabled: bool = False) -> None:
         super().__init__()
         self.token = token
         self.events: list[HecEvent] = []
         self.healthy = True
+        self.ack_enabled = ack_enabled
+        self.acks = AckBehaviour()
+        self.pending: dict[tuple[str, int], PendingBatch] = {}
+        self.next_ack_id: Counter[str] = Counter()
+        self.ack_queries = 0
+        self.lost_batches = 0  # batches a restart dropped before they were indexed
+        self.channels: set[str] = set()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/services/collector/event", self._event)
+        app.router.add_post("/services/collector/ack", self._ack)
         app.router.add_get("/services/collector/health", self._health)
+
+    def restart_indexer(self) -> None:
+        """What a Splunk restart does to acknowledgement: pending ids forgotten, unindexed batches gone."""
+        self.lost_batches += sum(1 for p in self.pending.values() if not p.indexed)
+        self.pending.clear()
+        self.next_ack_id.clear()
 
     async def _health(self, _: web.Request) -> web.Response:
         if self.healthy:
             return web.json_response({"text": "HEC is healthy", "code": 17})
         return web.json_response({"text": "HEC is unhealthy", "code": 18}, status=503)
+
+    def _channel(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+        channel = request.headers.get("X-Splunk-Request-Channel") or request.query.get("channel")
+        if channel is None:
+            return None, web.json_response({"text": "Data channel is missing", "code": 10}, status=400)
+        try:
+            uuid.UUID(channel)
+        except ValueError:
+            return None, web.json_response({"text": "Invalid data channel", "code": 11}, status=400)
+        self.channels.add(channel)
+        return channel, None
 
     async def _event(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Splunk {self.token}":
@@ -111,6 +172,14 @@ class FakeHec(Receiver):
         refused = self.refusal()
         if refused is not None:
             return refused
+        channel: str | None = None
+        if self.ack_enabled:
+            if self.acks.channel_code is not None:
+                text = {10: "Data channel is missing", 11: "Invalid data channel"}.get(self.acks.channel_code, "?")
+                return web.json_response({"text": text, "code": self.acks.channel_code}, status=400)
+            channel, refused = self._channel(request)
+            if refused is not None:
+                return refused
         batch = []
         for line in (await self.body(request)).splitlines():
             envelope = orjson.loads(line)
@@ -119,8 +188,44 @@ class FakeHec(Receiver):
                 self.problems.append(f"envelope without {sorted(missing)}")
                 return web.json_response({"text": "Event field is required", "code": 12}, status=400)
             batch.append(HecEvent(envelope))
-        self.events.extend(batch)
-        return web.json_response({"text": "Success", "code": 0})
+        if channel is None:
+            self.events.extend(batch)
+            return web.json_response({"text": "Success", "code": 0})
+        ack_id = self.next_ack_id[channel]
+        self.next_ack_id[channel] += 1
+        lost = self.acks.rng.random() < self.acks.lost_rate
+        self.pending[(channel, ack_id)] = PendingBatch(batch, self.acks.late_queries, lost)
+        return web.json_response({"text": "Success", "code": 0, "ackId": ack_id})
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Splunk {self.token}":
+            return web.json_response({"text": "Invalid token", "code": 4}, status=403)
+        if not self.ack_enabled:
+            return web.json_response({"text": "ACK is disabled", "code": 14}, status=400)
+        channel, refused = self._channel(request)
+        if refused is not None or channel is None:
+            return refused or web.Response(status=500)
+        self.ack_queries += 1
+        body = orjson.loads(await self.body(request))
+        if not isinstance(body, dict) or not isinstance(body.get("acks"), list):
+            self.problems.append(f"ack query {body!r}")
+            return web.json_response({"text": "Invalid data format", "code": 6}, status=400)
+        return web.json_response({"acks": {str(i): self._status(channel, i) for i in body["acks"]}})
+
+    def _status(self, channel: str, ack_id: int) -> bool:
+        pending = self.pending.get((channel, ack_id))
+        if pending is None:  # unknown, already reported, or forgotten by a restart: Splunk says false
+            return False
+        if pending.queries_left > 0:
+            pending.queries_left -= 1
+            return False
+        if not pending.indexed:
+            pending.indexed = True
+            self.events.extend(pending.batch)
+        if pending.ack_lost:
+            return False
+        del self.pending[(channel, ack_id)]
+        return True
 
 
 @dataclass

@@ -41,6 +41,8 @@ class SpoolGate:
         self._clock = clock
         self._paused_since: float | None = None
         self._log = get_logger()
+        telemetry.spool_limit_events.set(self._max_events)
+        telemetry.spool_limit_bytes.set(self._max_bytes)
 
     def _full(self, usage: SpoolUsage) -> bool:
         return bool(
@@ -53,6 +55,7 @@ class SpoolGate:
         if not (self._max_events or self._max_bytes):
             return
         usage = await self._store.usage()
+        self._telemetry.spool_usage(usage.events, usage.bytes)
         if not self._full(usage):
             return
         if self._policy == "drop_oldest":

@@ -2,12 +2,17 @@
 
 A crash between a successful send and the offset save repeats that one batch (at-least-once); a
 failing sink retries with backoff while the spool keeps its data, and never holds up the others.
+
+A sink whose target confirms batches later (:class:`Acknowledging`, Splunk HEC with ``use_ack``)
+reads ahead of its offset: the dispatcher sends up to the sink's window, keeps (last seq, events)
+of each batch sent, and saves the offset only as far as the sink reports batches confirmed.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -15,7 +20,8 @@ import anyio
 from collector.encodings.formats import ENCODERS
 from collector.logs import get_logger, redact
 from collector.service.telemetry import Telemetry
-from collector.sinks.base import OutEvent, Reopenable, Sink, SinkError, SinkSettings
+from collector.sinks.base import Acknowledging, OutEvent, Reopenable, Sink, SinkError, SinkSettings
+from collector.state.db import StoreError
 from collector.state.spool import SpoolRow
 from collector.state.store import Store
 from collector.timeutil import backoff_secs
@@ -66,42 +72,88 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._log = get_logger(sink=settings.name)
-        self.offset = 0
+        self.offset = 0  # delivered (and, for an acknowledging sink, confirmed) up to here: what is saved
+        self._sent = 0  # sent up to here: ahead of offset only while confirmations are outstanding
+        self._acking = sink if isinstance(sink, Acknowledging) else None
+        self._unconfirmed: deque[tuple[int, int]] = deque()  # (last seq, events) per unconfirmed batch
+        self._batch_events = 0
         self.delivered = 0
         self.healthy = True
 
     async def run(self, *, until_drained: anyio.Event | None = None) -> None:
         """Deliver forever; with ``until_drained``, return once it is set and nothing is left."""
         self.offset = await self._store.sink_offset(self.settings.name)
+        self._sent = self.offset
+        self._unconfirmed.clear()
         failures = 0
         while True:
-            rows = await self._next_rows(until_drained)
-            if rows is None:
-                return
-            batch = self._encoded(rows)
             try:
-                await self.sink.send_batch(batch)
+                progressed = await self._step(until_drained)
             except SinkError as error:
                 failures += 1
-                await self._failed(error, failures, len(batch))
+                await self._failed(error, failures, self._batch_events)
                 continue
+            except StoreError:  # the state file, not the sink: the collector stops (exit 74), nothing lost
+                raise
             except Exception as exc:  # a bug in one sink must not stop the others: retry it slowly
                 failures += 1
-                self._log.error("sink_crashed", exc_info=exc, batch_events=len(batch))
-                await self._failed(SinkError(f"{type(exc).__name__}: {exc}", retryable=False), failures, len(batch))
+                self._log.error("sink_crashed", exc_info=exc, batch_events=self._batch_events)
+                crash = SinkError(f"{type(exc).__name__}: {exc}", retryable=False)
+                await self._failed(crash, failures, self._batch_events)
                 continue
-            if failures:
+            if progressed is None:
+                return
+            if progressed and failures:
                 self._log.info("sink_recovered", after_failures=failures)
                 failures = 0
-            self.healthy = True
-            self.offset = rows[len(batch) - 1].seq
-            self.delivered += len(batch)
-            await self._store.ack(self.settings.name, self.offset, len(batch), now=self._clock(), sinks=self._all_sinks)
-            self._telemetry.events_delivered.labels(self.settings.name).inc(len(batch))
-            self._telemetry.spool_backlog.labels(self.settings.name).set(await self._store.backlog(self.offset))
-            self._on_ack()
-            self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
-            self._log.debug("batch_delivered", events=len(batch), offset=self.offset)
+            if progressed:
+                self.healthy = True
+
+    async def _step(self, until_drained: anyio.Event | None) -> bool | None:
+        """Send one batch or collect confirmations: True if the sink took something, False if it
+        had nothing to say yet, None once draining is over."""
+        acking = self._acking
+        if acking is not None and acking.window_full():
+            return await self._confirm(acking, wait=True)
+        rows = await self._next_rows(until_drained)
+        if rows is None:
+            return None
+        if not rows:  # only with batches unconfirmed: nothing new to send, so ask about those
+            assert acking is not None
+            return await self._confirm(acking, wait=until_drained is not None and until_drained.is_set())
+        batch = self._encoded(rows)
+        self._batch_events = len(batch)
+        await self.sink.send_batch(batch)
+        self._sent = rows[len(batch) - 1].seq
+        if acking is None:
+            await self._delivered(self._sent, len(batch))
+            return True
+        self._unconfirmed.append((self._sent, len(batch)))
+        self._telemetry.sink_unacked_batches.labels(self.settings.name).set(len(self._unconfirmed))
+        await self._confirm(acking, wait=False)
+        return True
+
+    async def _confirm(self, acking: Acknowledging, *, wait: bool) -> bool:
+        """Move the offset over the batches the sink reports confirmed; True if there were any."""
+        count = await acking.acknowledged(wait=wait)
+        if not count:
+            return False
+        batches = [self._unconfirmed.popleft() for _ in range(min(count, len(self._unconfirmed)))]
+        self._telemetry.sink_unacked_batches.labels(self.settings.name).set(len(self._unconfirmed))
+        await self._delivered(batches[-1][0], sum(events for _, events in batches))
+        return True
+
+    async def _delivered(self, offset: int, events: int) -> None:
+        self.offset = offset
+        self.delivered += events
+        await self._store.ack(self.settings.name, self.offset, events, now=self._clock(), sinks=self._all_sinks)
+        self._telemetry.events_delivered.labels(self.settings.name).inc(events)
+        usage = await self._store.usage()
+        self._telemetry.spool_backlog.labels(self.settings.name).set(usage.after(self.offset))
+        self._telemetry.spool_usage(usage.events, usage.bytes)
+        self._on_ack()
+        self._telemetry.last_delivery.labels(self.settings.name).set(self._clock())
+        self._log.debug("batch_delivered", events=events, offset=self.offset)
 
     async def reopen(self) -> bool:
         """Reopen the sink's files (SIGHUP); False for a sink that keeps none. SinkError if it fails."""
@@ -115,13 +167,18 @@ class Dispatcher:
         passed (or at once while draining). None when draining is over."""
         partial_since: float | None = None
         while True:
-            rows = await self._store.read_spool(self.offset, self.settings.batch_max_events)
+            rows = await self._store.read_spool(self._sent, self.settings.batch_max_events)
             draining = until_drained is not None and until_drained.is_set()
             if not rows:
+                if self._unconfirmed:  # idle, but confirmations are due: the caller asks for them
+                    assert self._acking is not None
+                    if not draining:
+                        await self._signal.wait(min(IDLE_POLL_SECS, self._acking.ack_poll_secs))
+                    return []
                 self._telemetry.spool_backlog.labels(self.settings.name).set(0)
                 if draining:
                     # Collection is over; one last look, since a commit may have raced the flag.
-                    if not await self._store.read_spool(self.offset, 1):
+                    if not await self._store.read_spool(self._sent, 1):
                         return None
                     continue
                 partial_since = None

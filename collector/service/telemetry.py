@@ -94,21 +94,52 @@ class Telemetry:
             ("sink",),
             registry=r,
         )
+        self.stream_fatal = Gauge(
+            "mimecast_stream_fatal",
+            "1 while the stream is stopped by an error only an operator can fix (e.g. an expired binding)",
+            STREAM,
+            registry=r,
+        )
+        self.spool_events = Gauge("mimecast_spool_events", "Events held in the spool", registry=r)
+        self.spool_bytes = Gauge("mimecast_spool_bytes", "Bytes of events held in the spool", registry=r)
+        # The configured limits as gauges, so an alert can say "80% of the limit" (0 = no limit).
+        self.spool_limit_events = Gauge(
+            "mimecast_spool_limit_events", "state.max_spool_events (0 = no limit)", registry=r
+        )
+        self.spool_limit_bytes = Gauge("mimecast_spool_limit_bytes", "state.max_spool_bytes (0 = no limit)", registry=r)
+        self.sink_unacked_batches = Gauge(
+            "mimecast_sink_unacked_batches",
+            "Batches sent but not yet acknowledged by the target's indexers (Splunk HEC use_ack)",
+            ("sink",),
+            registry=r,
+        )
+        self.sink_resent_events = Counter(
+            "mimecast_sink_resent_events",
+            "Events sent again because their acknowledgement did not come in time (possible duplicates)",
+            ("sink",),
+            registry=r,
+        )
         self.streams: dict[tuple[str, str], StreamHealth] = {}
         self.record_waiting: WaitingRecorder | None = None
 
     def health(self, account: str, log_type: str) -> StreamHealth:
-        return self.streams.setdefault((account, log_type), StreamHealth())
+        health = self.streams.get((account, log_type))
+        if health is None:  # the fatal gauge exists from the start, so "no stream is fatal" is a series
+            health = self.streams[(account, log_type)] = StreamHealth()
+            self.stream_fatal.labels(account, log_type).set(0)
+        return health
 
     def stream_ok(self, account: str, log_type: str) -> None:
         now = self.clock()
         health = self.health(account, log_type)
         health.last_success, health.last_error, health.fatal = now, None, False
         self.last_success.labels(account, log_type).set(now)
+        self.stream_fatal.labels(account, log_type).set(0)
 
     def stream_error(self, account: str, log_type: str, summary: str, *, fatal: bool) -> None:
         health = self.health(account, log_type)
         health.last_error, health.fatal = summary, fatal
+        self.stream_fatal.labels(account, log_type).set(1 if fatal else 0)
 
     async def stream_waiting(
         self, account: str, log_type: str, until: float | None, reason: str | None = None, why: str | None = None
@@ -127,6 +158,10 @@ class Telemetry:
             # The store's StoreError: only `status` misses the wait; collecting goes on, the next commit says more.
             except CollectorError as error:
                 get_logger().warning("stream_wait_not_recorded", account=account, log_type=log_type, error=str(error))
+
+    def spool_usage(self, events: int, size_bytes: int) -> None:
+        self.spool_events.set(events)
+        self.spool_bytes.set(size_bytes)
 
     def sample(self, name: str, **labels: str) -> float:
         """Current value of one sample, e.g. ``sample("mimecast_events_spooled_total", account=..)``."""

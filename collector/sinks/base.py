@@ -14,7 +14,7 @@ from collector.config.errors import CollectorError
 from collector.config.sinks import SinkSettings
 from collector.service.telemetry import Telemetry
 
-__all__ = ["OutEvent", "Sink", "SinkContext", "SinkError", "SinkPlugin", "SinkSettings"]
+__all__ = ["Acknowledging", "OutEvent", "Sink", "SinkContext", "SinkError", "SinkPlugin", "SinkSettings"]
 
 
 class SinkError(CollectorError):
@@ -70,6 +70,25 @@ class Reopenable(Protocol):
         """Close the files this sink keeps open and open their paths again, never splitting a batch
         between the old and the new file; raise :class:`SinkError` if one cannot
         be opened (the sink must then open it again before its next batch)."""
+
+
+@runtime_checkable
+class Acknowledging(Protocol):
+    """Optional part of a sink whose target confirms a batch only after it took it (Splunk HEC
+    indexer acknowledgement). Its ``send_batch`` returns once the batch was *accepted*; the
+    dispatcher moves the sink's offset only as :meth:`acknowledged` reports batches *confirmed*,
+    oldest first. The sink keeps each unconfirmed batch and sends it again if its confirmation is
+    overdue, so a lost confirmation costs a duplicate, never an event."""
+
+    ack_poll_secs: float  # how often asking for confirmations is worth it
+
+    def window_full(self) -> bool:
+        """True while as many batches wait for confirmation as the sink allows: send no more."""
+
+    async def acknowledged(self, *, wait: bool) -> int:
+        """How many of the oldest unconfirmed batches (in send order) are confirmed since the last
+        call; resends the overdue ones. With ``wait``, returns only once at least one is
+        confirmed (or raises :class:`SinkError`); without, asks at most once per poll interval."""
 
 
 @dataclass(frozen=True)
