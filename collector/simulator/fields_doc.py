@@ -11,8 +11,9 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from collector.logtypes import LOG_TYPES, LogType, build_event
+from collector.logtypes import LOG_TYPES, CursorKind, LogType, build_event
 from collector.simulator.data import generate
+from collector.simulator.siem_data import siem_records
 
 SAMPLE = 500  # records per log type: enough that every branch of the generators shows up
 START, END = 1_767_225_600, 1_767_312_000  # a fixed day (2026-01-01), so the output never changes
@@ -37,11 +38,27 @@ def field_paths(doc: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def fields_of(log_type: LogType) -> set[str]:
+    """Field paths of the events the simulator's records of ``log_type`` become (each batch type's, for
+    SIEM batch files)."""
     found: set[str] = set()
+    if log_type.batch_types:
+        for batch_type in log_type.batch_types:
+            variant = log_type.for_batch_type(batch_type)
+            for record in siem_records(batch_type, SAMPLE // 5, start=START, end=END, seed=1):
+                found.update(field_paths(build_event(variant, record, "acme", END).doc))
+        return found
     for sim in generate(log_type.name, SAMPLE, start=START, end=END, seed=1):
         event = build_event(log_type, sim.record, "acme", END)
         found.update(field_paths(event.doc))
     return found
+
+
+def _records_where(lt: LogType) -> str:
+    if lt.cursor_kind is CursorKind.SIEM_TOKEN:
+        return "the answer is a file (a zip of files named by type), its records in `data[]`"
+    if lt.batch_types:
+        return "gzip NDJSON files linked from `value[]`, one per type: " + ", ".join(f"`{t}`" for t in lt.batch_types)
+    return f"`data[0].{lt.array_key}`" if lt.array_key else "`data[]` itself"
 
 
 def _order(path: str) -> tuple[int, str]:
@@ -60,14 +77,13 @@ def render() -> str:
         "",
         "## Log types",
         "",
-        "| log type | endpoint (POST) | records | time field | `event.id` holds |",
+        "| log type | endpoint | records | time field | `event.id` holds |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name in names:
         lt = LOG_TYPES[name]
         path = f"`{lt.path}`" + (f", else `{lt.alt_path}` (on a 404)" if lt.alt_path else "")
-        records = f"`data[0].{lt.array_key}`" if lt.array_key else "`data[]` itself"
-        lines.append(f"| `{name}` | {path} | {records} | `{lt.time_field}` | {lt.event_id_description} |")
+        lines.append(f"| `{name}` | {path} | {_records_where(lt)} | `{lt.time_field}` | {lt.event_id_description} |")
     lines += [
         "",
         "## Fields",
