@@ -306,34 +306,25 @@ DEDUP_FIELDS = (
     "threatState",
 )
 
-SIEM_CG = LogType(
-    name="siem_cg",
-    path="/siem/v1/batch/events/cg",
-    array_key="value",
-    from_field="dateRangeStartsAt",
-    to_field="dateRangeEndsAt",
-    time_field="timestamp",
-    dedup_fields=DEDUP_FIELDS,
-    normalize=normalize,
-    cursor_kind=CursorKind.SIEM_BATCH,
-    time_format=TimeFormat.EPOCH_MS,
-    auth=("oauth2",),
-    default_enabled=False,
-    batch_types=CG_TYPES,
-)
 
-SIEM_CI = LogType(
-    name="siem_ci",
-    path="/siem/v1/batch/events/ci",
-    array_key="value",
-    from_field="dateRangeStartsAt",
-    to_field="dateRangeEndsAt",
-    time_field="timestamp",
-    dedup_fields=DEDUP_FIELDS,
-    normalize=normalize,
-    cursor_kind=CursorKind.SIEM_BATCH,
-    time_format=TimeFormat.EPOCH_MS,
-    auth=("oauth2",),
-    default_enabled=False,
-    batch_types=CI_TYPES,
-)
+def _batch_log_type(family: str, batch_types: tuple[str, ...]) -> LogType:
+    """The two API 2.0 batch endpoints differ only in their path and their types."""
+    return LogType(
+        name=f"siem_{family}",
+        path=f"/siem/v1/batch/events/{family}",
+        array_key="value",
+        from_field="dateRangeStartsAt",
+        to_field="dateRangeEndsAt",
+        time_field="timestamp",
+        dedup_fields=DEDUP_FIELDS,
+        normalize=normalize,
+        cursor_kind=CursorKind.SIEM_BATCH,
+        time_format=TimeFormat.EPOCH_MS,
+        auth=("oauth2",),
+        default_enabled=False,
+        batch_types=batch_types,
+    )
+
+
+SIEM_CG = _batch_log_type("cg", CG_TYPES)
+SIEM_CI = _batch_log_type("ci", CI_TYPES)
