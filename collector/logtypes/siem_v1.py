@@ -28,6 +28,7 @@ from collector.logtypes.base import (
     LogType,
     compact,
     ip_or_none,
+    related,
     text,
     truthy,
     url_fields,
@@ -345,19 +346,9 @@ def _related(doc: JsonDict) -> JsonDict:
     users: list[str] = []
     for part in ("from", "to"):
         users.extend(email.get(part, {}).get("address") or [])
-    sender = email.get("sender", {}).get("address")
-    if sender:
-        users.append(sender)
-    ips = [ip for ip in (doc.get("source", {}).get("ip"), doc.get("destination", {}).get("ip")) if ip]
-    hosts = [a.rsplit("@", 1)[1].lower() for a in users if "@" in a and a.rsplit("@", 1)[1]]
-    domain = doc.get("url", {}).get("domain")
-    if domain:
-        hosts.append(domain)
-    return {"user": _unique(users), "ip": _unique(ips), "hosts": _unique(hosts)}
-
-
-def _unique(values: list[str]) -> list[str] | None:
-    return list(dict.fromkeys(values)) or None
+    users.append(email.get("sender", {}).get("address"))
+    ips = (doc.get("source", {}).get("ip"), doc.get("destination", {}).get("ip"))
+    return related(users, ips, [doc.get("url", {}).get("domain")])
 
 
 def normalize_as(log_type: str, record: Mapping[str, Any]) -> JsonDict:
@@ -367,7 +358,7 @@ def normalize_as(log_type: str, record: Mapping[str, Any]) -> JsonDict:
     if part is not None:
         part(record, doc)
     doc = compact(doc)
-    doc["related"] = compact(_related(doc))
+    doc["related"] = _related(doc)
     return compact(doc)
 
 
