@@ -13,7 +13,7 @@ import pytest
 
 from collector.cli import main
 from collector.config import load_config
-from collector.logtypes import LOG_TYPES
+from collector.logtypes import DEFAULT_STREAMS
 from collector.service.app import StateLock
 from collector.simulator import FakeMimecast
 from tests.helpers import SIM, account_options, delivered_ids, expected_ids, run_cli, seed, table, write_config
@@ -37,11 +37,11 @@ async def test_status_reports_positions_and_backlog(
     assert await cli("status", "--config", str(config), "--json") == 0
     report = orjson.loads(capsys.readouterr().out)
     assert [(s["stream"], s["state"], s["events_total"], s["last_error"]) for s in report["streams"]] == [
-        (f"acme/{name}", "ok", 100, None) for name in LOG_TYPES
+        (f"acme/{name}", "ok", 100, None) for name in DEFAULT_STREAMS
     ]
     assert all(55 <= s["lag_secs"] <= 600 for s in report["streams"])
     assert [(k["sink"], k["backlog"], k["delivered_total"]) for k in report["sinks"]] == [
-        ("local", 0, 100 * len(LOG_TYPES))
+        ("local", 0, 100 * len(DEFAULT_STREAMS))
     ]
 
     assert await cli("status", "--config", str(config)) == 0

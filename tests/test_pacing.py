@@ -13,12 +13,12 @@ from typing import Any
 import anyio
 import orjson
 
-from collector.logtypes import LOG_TYPES
+from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, write_config
 from tests.test_end_to_end import run_once
 
-PATHS = tuple(log_type.path for log_type in LOG_TYPES.values())
+PATHS = tuple(LOG_TYPES[name].path for name in DEFAULT_STREAMS)
 
 
 def throttled_calls(sim: FakeMimecast) -> dict[str, list[float]]:

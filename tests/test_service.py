@@ -18,7 +18,7 @@ import anyio
 import orjson
 
 from collector.config import load_config
-from collector.logtypes import LOG_TYPES
+from collector.logtypes import DEFAULT_STREAMS
 from collector.service.app import Collector
 from collector.service.status import status_report
 from collector.simulator import FakeMimecast
@@ -84,7 +84,7 @@ async def test_metrics_move_and_readiness_follows_the_api(make_sim: Callable[...
         assert "mimecast_spool_backlog_events" in second
 
         with anyio.fail_after(60):  # let the backlog finish, so "ready" below is about the API only
-            while len(delivered_ids(tmp_path / "out")) < 600 * len(LOG_TYPES):  # noqa: ASYNC110
+            while len(delivered_ids(tmp_path / "out")) < 600 * len(DEFAULT_STREAMS):  # noqa: ASYNC110
                 await anyio.sleep(0.2)
         await sim.stop()
         with anyio.fail_after(30):  # every stream goes stale, each on its own clock
@@ -252,7 +252,7 @@ async def test_sighup_reopens_the_file_sink_and_collection_goes_on(
         process.send_signal(signal.SIGHUP)
         reopened = await until_logged(log, "files_reopened", process)
         for _ in range(1200):
-            if len(ids_in(moved)) + len(ids_in(output) if output.exists() else []) >= 600 * len(LOG_TYPES):
+            if len(ids_in(moved)) + len(ids_in(output) if output.exists() else []) >= 600 * len(DEFAULT_STREAMS):
                 break
             assert process.returncode is None
             await asyncio.sleep(0.1)
@@ -266,7 +266,7 @@ async def test_sighup_reopens_the_file_sink_and_collection_goes_on(
     before, after = ids_in(moved), ids_in(output)
     assert before  # some events before the rotation
     assert after  # and some after it
-    assert len(before) + len(after) == 600 * len(LOG_TYPES)
+    assert len(before) + len(after) == 600 * len(DEFAULT_STREAMS)
     assert set(before) | set(after) == expected_ids(records)
     assert [entry["event"] for entry in log_events(log)].count("collector_stopped") == 1
 
@@ -332,7 +332,7 @@ async def test_failed_reopen_is_logged_and_the_events_wait_in_the_spool(
         assert await collector.reopen_files() == []
         out.unlink()
         with anyio.fail_after(60):
-            everything = 300 * len(LOG_TYPES)
+            everything = 300 * len(DEFAULT_STREAMS)
             while len(ids_in(moved / "events.jsonl")) + len(delivered_ids(out) if out.exists() else []) < everything:  # noqa: ASYNC110
                 await anyio.sleep(0.1)
         collector.request_stop()

@@ -11,7 +11,7 @@ import anyio
 import orjson
 
 from collector.config import load_config
-from collector.logtypes import LOG_TYPES
+from collector.logtypes import DEFAULT_STREAMS
 from collector.service.app import Collector
 from collector.simulator import FakeMimecast
 from tests.helpers import delivered_ids, expected_ids, seed, table, write_config
@@ -100,10 +100,10 @@ async def test_full_spool_pauses_collection_until_the_sink_returns(
             await anyio.sleep(1.0)
             spooled = sum(
                 int(collector.telemetry.sample("mimecast_events_spooled_total", account="acme", log_type=lt))
-                for lt in LOG_TYPES
+                for lt in DEFAULT_STREAMS
             )
             assert spooled < len(expected)  # collection really stopped short
-            assert spooled <= 300 + len(LOG_TYPES) * 100  # the limit, overshot by at most one page per stream
+            assert spooled <= 300 + len(DEFAULT_STREAMS) * 100  # the limit, overshot by at most one page per stream
             await es.start()
             await wait_for(lambda: len(es.docs) == len(expected), 60)
             collector.request_stop()
