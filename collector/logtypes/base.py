@@ -381,6 +381,14 @@ def address(record: Mapping[str, Any], name: str) -> str | None:
     return None if value is None or value == "<>" else value
 
 
+_EMAIL_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
+
+
+def email_direction(route: str | None) -> str | None:
+    """ECS ``email.direction`` from a windowed log's ``route`` (the same three words), or None."""
+    return _EMAIL_DIRECTIONS.get(route or "")
+
+
 def user_fields(email: str | None) -> JsonDict | None:
     """ECS ``user.*`` of a user known by address: ``email``, and ``name``/``domain`` split from it."""
     if email is None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, related, text
-
-_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, email_direction, related, text
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
@@ -22,7 +20,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "to": {"address": [recipient] if recipient else None},
                 "subject": text(record, "subject"),
                 "message_id": text(record, "messageId"),
-                "direction": _DIRECTIONS.get(text(record, "route") or ""),
+                "direction": email_direction(text(record, "route")),
             },
             "rule": {"name": text(record, "policy")},
         },

@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import JsonDict, LogType, address, compact, nested_text, related, text, user_fields
-
-_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
+from collector.logtypes.base import (
+    JsonDict,
+    LogType,
+    address,
+    compact,
+    email_direction,
+    nested_text,
+    related,
+    text,
+    user_fields,
+)
 
 
 def _recipients(value: Any) -> list[str]:
@@ -36,7 +44,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "sender": {"address": envelope_from},
                 "to": {"address": recipients or None},
                 "subject": text(record, "subject"),
-                "direction": _DIRECTIONS.get(text(record, "route") or ""),
+                "direction": email_direction(text(record, "route")),
             },
             "user": user_fields(operator),  # who released or rejected it
             "rule": {"name": text(record, "policy")},

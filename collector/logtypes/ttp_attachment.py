@@ -11,13 +11,12 @@ from collector.logtypes.base import (
     LogType,
     address,
     compact,
+    email_direction,
     file_extension,
     related,
     sha256_or_none,
     text,
 )
-
-_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
@@ -46,7 +45,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "to": {"address": [recipient] if recipient else None},
                 "subject": text(record, "subject"),
                 "message_id": text(record, "messageId"),
-                "direction": _DIRECTIONS.get(text(record, "route") or ""),
+                "direction": email_direction(text(record, "route")),
                 "attachments": [{"file": attachment}] if attachment else None,
             },
             "file": attachment or None,

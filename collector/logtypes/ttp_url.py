@@ -11,14 +11,13 @@ from collector.logtypes.base import (
     LogType,
     address,
     compact,
+    email_direction,
     ip_or_none,
     related,
     text,
     url_fields,
     user_fields,
 )
-
-_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
@@ -43,7 +42,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
                 "from": {"address": [sender] if sender else None},
                 "subject": text(record, "subject"),
                 "message_id": text(record, "messageId"),
-                "direction": _DIRECTIONS.get(route or ""),
+                "direction": email_direction(route),
             },
             "url": url_doc,
             "source": {"ip": ip},
