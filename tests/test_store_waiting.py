@@ -103,7 +103,7 @@ async def test_a_schema_2_file_migrates_to_the_current_schema_keeping_its_stream
     assert (row["account"], row["window_start"], row["events_total"]) == ("acme", 1000, 42)
     assert (row["waiting_until"], row["waiting_reason"]) == (99.0, "rate-limit budget used up")
     assert (state.window_start, state.endpoint_path, again.endpoint_path) == (1000, None, "/api/other")
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert row["cursor"] is None  # v4's columns are added on the way too
     assert user_version(path) == SCHEMA_VERSION
 

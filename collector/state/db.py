@@ -29,8 +29,27 @@ class StoreError(CollectorError):
     """The state store cannot be opened or written (locked, corrupt, read-only, disk full)."""
 
 
-SCHEMA_VERSION = 4
-SCHEMA = """
+SCHEMA_VERSION = 5
+SPOOL_TABLE = """
+-- v5: one row per committed page (see collector/state/spool.py); its events are numbered
+-- first_seq .. first_seq + events - 1, and numbers are never reused, so sink offsets stay meaningful.
+CREATE TABLE IF NOT EXISTS spool (
+    first_seq INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,  -- of its documents
+    keys BLOB NOT NULL,  -- JSON array of the events' keys
+    times BLOB NOT NULL,  -- JSON array of their event times (epoch seconds)
+    docs BLOB NOT NULL  -- their JSON documents, one per line
+)
+"""
+META_TABLE = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+)
+"""
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS streams (
     id INTEGER PRIMARY KEY,
     account TEXT NOT NULL,
@@ -60,18 +79,10 @@ CREATE TABLE IF NOT EXISTS dedup (
     seen_until INTEGER NOT NULL,  -- end of the window that first returned it
     PRIMARY KEY (stream_id, event_time, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS spool (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so sink offsets stay meaningful
-    stream_id INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    event_time INTEGER NOT NULL,
-    doc BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO meta (key, value) SELECT 'spool_bytes', coalesce(sum(length(doc)), 0) FROM spool;
+{SPOOL_TABLE};
+{META_TABLE};
+INSERT OR IGNORE INTO meta (key, value) SELECT 'spool_bytes', coalesce(sum(bytes), 0) FROM spool;
+INSERT OR IGNORE INTO meta (key, value) SELECT 'spool_last_seq', coalesce(max(first_seq + events - 1), 0) FROM spool;
 CREATE TABLE IF NOT EXISTS sinks (
     name TEXT PRIMARY KEY,
     offset INTEGER NOT NULL,
@@ -79,7 +90,7 @@ CREATE TABLE IF NOT EXISTS sinks (
     last_delivery_at REAL,
     last_error TEXT
 );
-"""
+"""  # noqa: S608 - built from the constants above only
 
 #: Columns added since a table was first created: (table, column, declaration), applied to older files.
 ADDED_COLUMNS = (
@@ -88,6 +99,35 @@ ADDED_COLUMNS = (
     ("streams", "endpoint_path", "TEXT"),
     ("streams", "cursor", "TEXT"),
 )
+
+
+async def spool_per_event(db: Connection) -> bool:
+    """True for a spool as schema 4 and older kept it: one row per event (seq, key, event_time, doc)."""
+    columns = {row[1] for row in await (await db.execute("PRAGMA table_info(spool)")).fetchall()}
+    return "doc" in columns
+
+
+async def spool_to_pages(db: Connection) -> None:
+    """Schema 4 -> 5: every spooled event becomes a one-event page with the same number, in one
+    transaction (a migration cut short leaves the old table as it was, and runs again)."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        row = await (await db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'")).fetchone()
+        last_seq = int(row[0]) if row else 0
+        await db.execute("ALTER TABLE spool RENAME TO spool_v4")
+        await db.execute(SPOOL_TABLE)
+        await db.execute(META_TABLE)
+        await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('spool_last_seq', 0)")
+        await db.execute(
+            "INSERT INTO spool (first_seq, stream_id, events, bytes, keys, times, docs) "
+            "SELECT seq, stream_id, 1, length(doc), json_array(key), json_array(event_time), doc FROM spool_v4"
+        )
+        await db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'spool_last_seq'", (last_seq,))
+        await db.execute("DROP TABLE spool_v4")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
 
 
 async def add_missing_columns(db: Connection) -> None:
@@ -142,6 +182,8 @@ class Database:
         self._db = db
         self.path = path
         self._lock = anyio.Lock()
+        # A read-only open (status) of a file an older collector still writes: its spool has a row per event.
+        self.spool_per_event = False
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "normal", read_only: bool = False) -> Self:
@@ -172,17 +214,22 @@ class Database:
                 await db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
                 if 0 < version < 2:  # dedup keys changed shape; an empty table only risks re-sends
                     await db.execute("DROP TABLE IF EXISTS dedup")
+                if await spool_per_event(db):
+                    await spool_to_pages(db)
                 await db.executescript(SCHEMA)
                 await add_missing_columns(db)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             await (await db.execute("SELECT count(*) FROM streams")).fetchone()
+            legacy_spool = read_only and await spool_per_event(db)
         except (sqlite3.Error, OSError, StoreError) as exc:
             if db is not None:
                 await db.close()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(describe_failure(path, exc)) from None
-        return cls(db, path)
+        opened = cls(db, path)
+        opened.spool_per_event = legacy_spool
+        return opened
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):

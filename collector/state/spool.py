@@ -1,15 +1,23 @@
 """The spool and the sinks' offsets: what each sink has delivered, and what may be deleted.
 
-Rows are appended by :meth:`collector.state.store.Store.commit_page` and deleted from the low end only
-(once every sink has them, or by the ``drop_oldest`` policy), so sequence numbers in the spool are
-contiguous: counts are subtractions, never scans.
+Events are numbered one by one (``seq``; sink offsets are event numbers) but stored one row per
+committed page: its events' keys, times and JSON documents side by side in three blobs. A page is
+written once, read back a slice at a time and deleted whole, instead of a row, an index entry and a
+delete per event (bench/throughput.py: a third of the collector's CPU was SQLite, mostly that).
+
+Pages are appended by :meth:`collector.state.store.Store.commit_page` and removed from the low end only
+(once every sink has them, or by the ``drop_oldest`` policy); the page that holds the lowest offset
+is cut to its undelivered events, so sequence numbers in the spool stay contiguous: counts are
+subtractions, never scans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import orjson
 
 from collector.state.db import Connection, Database
 
@@ -21,6 +29,42 @@ class SpoolRow(NamedTuple):  # a tuple: thousands are built per second, dataclas
     doc: bytes
     account: str = ""
     log_type: str = ""
+
+
+class _Page(NamedTuple):
+    """One spooled page, decoded: events first_seq .. first_seq + len(docs) - 1."""
+
+    first_seq: int
+    keys: list[str]
+    times: list[int]
+    docs: list[bytes]
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.docs) - 1
+
+
+_PAGE_COLUMNS = "first_seq, keys, times, docs"
+
+
+def _decode(row: Sequence[Any]) -> _Page:
+    # JSON never holds a raw newline (orjson escapes them), so the documents split on it safely.
+    return _Page(int(row[0]), orjson.loads(row[1]), orjson.loads(row[2]), bytes(row[3]).split(b"\n"))
+
+
+async def append_page(db: Connection, stream_id: int, keys: list[str], times: list[int], docs: list[bytes]) -> int:
+    """Spool one page's new events inside the caller's transaction; the number of bytes added."""
+    if not docs:
+        return 0
+    size = sum(map(len, docs))
+    await db.execute(
+        "INSERT INTO spool (first_seq, stream_id, events, bytes, keys, times, docs) "
+        "VALUES ((SELECT value + 1 FROM meta WHERE key = 'spool_last_seq'), ?, ?, ?, ?, ?, ?)",
+        (stream_id, len(docs), size, orjson.dumps(keys), orjson.dumps(times), b"\n".join(docs)),
+    )
+    await db.execute("UPDATE meta SET value = value + ? WHERE key = 'spool_last_seq'", (len(docs),))
+    await db.execute("UPDATE meta SET value = value + ? WHERE key = 'spool_bytes'", (size,))
+    return size
 
 
 class Spool(Database):
@@ -35,17 +79,33 @@ class Spool(Database):
         return int(row[0])
 
     async def read_spool(self, after: int, limit: int) -> list[SpoolRow]:
+        """Up to ``limit`` events with seq > ``after``, oldest first."""
+        out: list[SpoolRow] = []
         async with self._reading() as db:
+            # The page holding after + 1 starts at or before it: the largest first_seq <= after + 1.
             cursor = await db.execute(
-                "SELECT s.seq, s.key, s.event_time, s.doc, t.account, t.log_type FROM spool s "
-                "JOIN streams t ON t.id = s.stream_id WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
-                (after, limit),
+                f"SELECT {_PAGE_COLUMNS}, t.account, t.log_type FROM spool s JOIN streams t ON t.id = s.stream_id "  # noqa: S608
+                "WHERE s.first_seq >= coalesce((SELECT max(first_seq) FROM spool WHERE first_seq <= ?), 0) "
+                "ORDER BY s.first_seq",
+                (after + 1,),
             )
-            rows = await cursor.fetchall()
-        return [SpoolRow(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+            while len(out) < limit:
+                row = await cursor.fetchone()
+                if row is None:
+                    break
+                page = _decode(row)
+                account, log_type = row[4], row[5]
+                skip = max(0, after + 1 - page.first_seq)
+                stop = min(len(page.docs), skip + limit - len(out))
+                seq = page.first_seq
+                keys, times, docs = page.keys, page.times, page.docs
+                out.extend(
+                    [SpoolRow(seq + i, keys[i], times[i], docs[i], account, log_type) for i in range(skip, stop)]
+                )
+        return out
 
     async def ack(self, name: str, offset: int, delivered: int, *, now: float, sinks: Iterable[str]) -> None:
-        """Save a sink's offset; in the same transaction, drop rows every configured sink has."""
+        """Save a sink's offset; in the same transaction, drop events every configured sink has."""
         names = list(sinks)
         async with self._transaction() as db:
             await db.execute(
@@ -58,10 +118,10 @@ class Spool(Database):
                 await db.execute(f"SELECT min(offset), count(*) FROM sinks WHERE name IN ({marks})", names)  # noqa: S608
             ).fetchone()
             if row is not None and row[1] == len(names) and row[0] is not None:
-                await _delete_through(db, row[0])
+                await _delete_through(db, int(row[0]))
 
     async def drop_oldest(self, *, max_events: int, max_bytes: int) -> tuple[int, int]:
-        """Delete the oldest rows until the spool fits both limits (0 = no limit): (first, last) dropped.
+        """Delete the oldest events until the spool fits both limits (0 = no limit): (first, last) dropped.
 
         Only for ``when_full = "drop_oldest"``; (0, 0) when nothing had to go.
         """
@@ -72,22 +132,27 @@ class Spool(Database):
             if excess_events <= 0 and excess_bytes <= 0:
                 return 0, 0
             cut, freed = usage.first_seq - 1, 0
+            pages = await db.execute("SELECT first_seq, events, bytes FROM spool ORDER BY first_seq")
             while cut - usage.first_seq + 1 < excess_events or freed < excess_bytes:
-                chunk = await (
-                    await db.execute("SELECT seq, length(doc) FROM spool WHERE seq > ? ORDER BY seq LIMIT 500", (cut,))
-                ).fetchall()
-                for seq, size in chunk:
+                row = await pages.fetchone()
+                if row is None:
+                    break
+                first, events, size = int(row[0]), int(row[1]), int(row[2])
+                if cut + events - usage.first_seq + 1 <= excess_events or freed + size <= excess_bytes:
+                    cut, freed = first + events - 1, freed + size  # all of this page has to go
+                    continue
+                page = _decode(await _page_row(db, first))  # only part of it: event by event
+                for i, doc in enumerate(page.docs):
                     if cut - usage.first_seq + 1 >= excess_events and freed >= excess_bytes:
                         break
-                    cut, freed = seq, freed + size
-                if not chunk:
-                    break
+                    cut, freed = first + i, freed + len(doc)
+                break
             await _delete_through(db, cut)
         return usage.first_seq, cut
 
     async def usage(self) -> SpoolUsage:
         async with self._reading() as db:
-            return await _usage(db)
+            return await _usage(db, per_event=self.spool_per_event)
 
     async def record_sink_error(self, name: str, summary: str) -> None:
         async with self._transaction() as db:
@@ -99,7 +164,7 @@ class Spool(Database):
                 "SELECT name, offset, delivered_total, last_delivery_at, last_error FROM sinks ORDER BY name"
             )
             rows = await cursor.fetchall()
-            usage = await _usage(db)
+            usage = await _usage(db, per_event=self.spool_per_event)
         names = ("name", "offset", "delivered_total", "last_delivery_at", "last_error")
         return [{**dict(zip(names, row, strict=True)), "backlog": usage.after(row[1])} for row in rows]
 
@@ -116,29 +181,71 @@ class SpoolUsage:
     last_seq: int  # highest seq ever handed out
 
     def after(self, offset: int) -> int:
-        """Rows with seq > offset (the spool is contiguous, so a subtraction)."""
+        """Events with seq > offset (the spool is contiguous, so a subtraction)."""
         return max(0, self.last_seq - max(offset, self.first_seq - 1))
 
 
-async def _usage(db: Connection) -> SpoolUsage:
-    row = await (
-        await db.execute(
-            "SELECT (SELECT min(seq) FROM spool), (SELECT max(seq) FROM spool), "
-            "(SELECT seq FROM sqlite_sequence WHERE name = 'spool'), "
-            "(SELECT value FROM meta WHERE key = 'spool_bytes')"
-        )
-    ).fetchone()
+_USAGE = (
+    "SELECT (SELECT min(first_seq) FROM spool), (SELECT value FROM meta WHERE key = 'spool_last_seq'), "
+    "(SELECT value FROM meta WHERE key = 'spool_bytes')"
+)
+_USAGE_PER_EVENT = (  # schema 4 and older, for a read-only status beside an older collector
+    "SELECT (SELECT min(seq) FROM spool), (SELECT seq FROM sqlite_sequence WHERE name = 'spool'), "
+    "(SELECT value FROM meta WHERE key = 'spool_bytes')"
+)
+
+
+async def _usage(db: Connection, *, per_event: bool = False) -> SpoolUsage:
+    row = await (await db.execute(_USAGE_PER_EVENT if per_event else _USAGE)).fetchone()
     assert row is not None
-    last = int(row[2] or 0)
+    last = int(row[1] or 0)
     if row[0] is None:
         return SpoolUsage(0, 0, last + 1, last)
-    return SpoolUsage(int(row[1]) - int(row[0]) + 1, int(row[3] or 0), int(row[0]), last)
+    return SpoolUsage(last - int(row[0]) + 1, int(row[2] or 0), int(row[0]), last)
+
+
+async def _page_row(db: Connection, first_seq: int) -> Sequence[Any]:
+    row = await (await db.execute(f"SELECT {_PAGE_COLUMNS} FROM spool WHERE first_seq = ?", (first_seq,))).fetchone()  # noqa: S608
+    assert row is not None
+    return tuple(row)
 
 
 async def _delete_through(db: Connection, seq: int) -> None:
-    """Delete spooled rows up to ``seq``, keeping the byte count in step (same transaction)."""
-    row = await (await db.execute("SELECT coalesce(sum(length(doc)), 0) FROM spool WHERE seq <= ?", (seq,))).fetchone()
-    freed = int(row[0]) if row else 0
+    """Delete spooled events up to ``seq``, keeping the byte count in step (same transaction): whole
+    pages below it, and the first part of the page that holds it."""
+    row = await (
+        await db.execute(
+            "SELECT first_seq, events, bytes FROM spool WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1", (seq,)
+        )
+    ).fetchone()
+    if row is None:
+        return  # nothing spooled at or below seq
+    holding, events, size = int(row[0]), int(row[1]), int(row[2])
+    below = await (
+        await db.execute("SELECT coalesce(sum(bytes), 0) FROM spool WHERE first_seq < ?", (holding,))
+    ).fetchone()
+    freed = int(below[0]) if below else 0
+    await db.execute("DELETE FROM spool WHERE first_seq < ?", (holding,))
+    if holding + events - 1 <= seq:
+        await db.execute("DELETE FROM spool WHERE first_seq = ?", (holding,))
+        freed += size
+    else:  # cut it to the events still owed: the page now starts at seq + 1
+        page = _decode(await _page_row(db, holding))
+        keep = seq + 1 - holding
+        docs = page.docs[keep:]
+        left = sum(map(len, docs))
+        freed += size - left
+        await db.execute(
+            "UPDATE spool SET first_seq = ?, events = ?, bytes = ?, keys = ?, times = ?, docs = ? WHERE first_seq = ?",
+            (
+                seq + 1,
+                len(docs),
+                left,
+                orjson.dumps(page.keys[keep:]),
+                orjson.dumps(page.times[keep:]),
+                b"\n".join(docs),
+                holding,
+            ),
+        )
     if freed:
-        await db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
         await db.execute("UPDATE meta SET value = value - ? WHERE key = 'spool_bytes'", (freed,))

@@ -13,7 +13,7 @@ from typing import Any
 
 from collector.logtypes import Event, serialize
 from collector.state.db import describe_failure
-from collector.state.spool import Spool, SpoolRow
+from collector.state.spool import Spool, SpoolRow, append_page
 
 __all__ = ["PageResult", "SpoolRow", "Store", "StreamState", "describe_failure"]
 _ROWS_PER_INSERT = 500  # well under SQLite's limit of 32,766 bound parameters per statement
@@ -107,13 +107,8 @@ class Store(Spool):
                 )
                 new_keys.update(row[0] for row in await cursor.fetchall())
             fresh = [e for key, e in unique.items() if key in new_keys]
-            docs = [serialize(e.doc) for e in fresh]
-            await db.executemany(
-                "INSERT INTO spool (stream_id, key, event_time, doc) VALUES (?, ?, ?, ?)",
-                [(stream_id, e.key, e.time, doc) for e, doc in zip(fresh, docs, strict=True)],
-            )
-            await db.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'spool_bytes'", (sum(len(d) for d in docs),)
+            await append_page(
+                db, stream_id, [e.key for e in fresh], [e.time for e in fresh], [serialize(e.doc) for e in fresh]
             )
             await db.execute(
                 "UPDATE streams SET window_start=?, window_end=?, page_token=?, cursor=?, events_total=events_total+?, "
