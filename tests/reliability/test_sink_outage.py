@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from tests.helpers import expected_ids, seed, start_collector, table, write_config
+from tests.helpers import expected_ids, seed, start_collector, table, wait_for_log_event, write_config
 from tests.receivers import FakeHttpCollector
 
 PER_TYPE = 8000
@@ -32,9 +32,12 @@ async def test_outage_keeps_memory_flat_and_loses_nothing(make_sim: Callable[...
     config = write_config(tmp_path, sim.base_url, account={"page_size": 500})
     config.write_text(config.read_text().split("[sinks.local]")[0] + table("sinks.siem", sink))
     state_db = tmp_path / "state" / "collector.db"
-    process = await start_collector(config, tmp_path / "collector.log")
+    log = tmp_path / "collector.log"
+    process = await start_collector(config, log)
     samples: list[tuple[float, float]] = []  # (RSS MiB, state file MiB)
     try:
+        # Samples count from the running collector: on a loaded machine imports alone take seconds.
+        await wait_for_log_event(log, "collector_started")
         while sum(sim.stats.records_served.values()) < 3 * PER_TYPE or len(samples) < 12:
             await asyncio.sleep(0.25)
             samples.append((rss_mib(process.pid), state_db.stat().st_size / 2**20 if state_db.exists() else 0.0))
