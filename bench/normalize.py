@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from collector.logtypes import LOG_TYPES, base, build_event
+from collector.logtypes import COMPILED, LOG_TYPES, build_event
 from collector.simulator import generate
 
 WINDOWED = ("ttp_url", "ttp_impersonation", "archive_search", "ttp_attachment", "dlp", "audit", "held_release")
@@ -70,9 +70,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="alternating baseline/collector runs; fastest shown")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    compiled = not base.__file__.endswith(".py")  # mypyc leaves an extension module in its place
     rows = [measure(name, args.events, max(1, args.rounds)) for name in WINDOWED]
-    mode = "mypyc" if compiled else "pure Python"
+    mode = "mypyc" if COMPILED else "pure Python"
     print(f"normalize ({mode}, {args.events} events per log type, fastest of {args.rounds} rounds, CPU us/event)")
     print(f"{'log type':<20}{'build_event':>12}{'baseline':>10}{'ratio':>7}")
     for row in rows:
