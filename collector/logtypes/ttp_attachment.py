@@ -19,7 +19,7 @@ from collector.logtypes.base import (
 
 
 def _file(name: str | None, mime_type: str | None, sha256: str | None) -> JsonDict:
-    """ECS ``file.*`` of the attachment; called once per place it goes, so no two share a dict."""
+    """ECS ``file.*`` of the attachment."""
     out: JsonDict = {}
     if name is not None:
         out["name"] = name
@@ -59,14 +59,18 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     name = text(record, "fileName")
     mime_type = text(record, "fileType")
     sha256 = sha256_or_none(record.get("fileHash"))
-    has_file = name is not None or mime_type is not None or sha256 is not None
-    if has_file:
-        email["attachments"] = [{"file": _file(name, mime_type, sha256)}]
+    attachment = _file(name, mime_type, sha256) if name or mime_type or sha256 else None
+    if attachment is not None:
+        email["attachments"] = [{"file": attachment}]
     out: JsonDict = {"event": event}
     if email:
         out["email"] = email
-    if has_file:
-        out["file"] = _file(name, mime_type, sha256)
+    if attachment is not None:
+        # A copy down to the hash: the two places must not share a dict (an edit would show in both).
+        file_doc = dict(attachment)
+        if sha256 is not None:
+            file_doc["hash"] = {"sha256": sha256}
+        out["file"] = file_doc
     rule = text(record, "definition")
     if rule is not None:
         out["rule"] = {"name": rule}
