@@ -5,31 +5,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, related, text, truthy, user_fields
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, related, text, truthy, user_of
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one archive search log (pure)."""
-    is_admin = truthy(record.get("isAdmin"))
+    """ECS fields of one archive search log (pure). Built sparse: only the fields the record has."""
+    # ECS "api" allows the "access" type; the folder searched stays under mimecast.searchPath
+    # (it is a mailbox folder, not a file, and file.path would wake file-based detections).
+    event: JsonDict = {"action": "archive-search", "category": ["api"], "type": ["access"]}
+    reason = text(record, "searchReason")
+    if reason is not None:
+        event["reason"] = reason
+    out: JsonDict = {"event": event}
     user = address(record, "emailAddr")
-    user_doc = user_fields(user)
-    if user_doc is not None and is_admin:
-        user_doc["roles"] = ["admin"]
-    return compact(
-        {
-            # ECS "api" allows the "access" type; the folder searched stays under mimecast.searchPath
-            # (it is a mailbox folder, not a file, and file.path would wake file-based detections).
-            "event": {
-                "action": "archive-search",
-                "category": ["api"],
-                "type": ["access"],
-                "reason": text(record, "searchReason"),
-            },
-            "user": user_doc,
-            "message": text(record, "description"),
-        },
-        related=related((user,)),
-    )
+    if user is not None:
+        user_doc = out["user"] = user_of(user)
+        if truthy(record.get("isAdmin")):
+            user_doc["roles"] = ["admin"]
+    message = text(record, "description")
+    if message is not None:
+        out["message"] = message
+    links = related((user,))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(

@@ -6,42 +6,45 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, compact, ip_or_none, related, text, user_fields
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, ip_or_none, related, text, user_of
 
 DAY = 86_400
 # ECS categories by Mimecast's audit category; the rest are configuration changes.
 _CATEGORIES = {
-    "authentication_logs": ["authentication"],
-    "user_account_and_role_logs": ["iam"],
-    "mimecast_access_logs": ["authentication"],
+    "authentication_logs": ("authentication",),
+    "user_account_and_role_logs": ("iam",),
+    "mimecast_access_logs": ("authentication",),
 }
+_CONFIGURATION = ("configuration",)
 # eventInfo is free text; the client IP appears as "IP: 1.2.3.4", "IP Address :1.2.3.4",
 # "remote IP : 1.2.3.4" or "Remote IP is 1.2.3.4" in the public samples.
 _IP_IN_INFO = re.compile(r"\bIP(?: Address| is)?\s*:?\s*([0-9A-Fa-f:.]{3,45})", re.IGNORECASE)
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one audit event (pure)."""
+    """ECS fields of one audit event (pure). Built sparse: only the fields the record has."""
     audit_type = text(record, "auditType")
     info = text(record, "eventInfo")
     match = _IP_IN_INFO.search(info[:2000]) if info else None
     ip = ip_or_none(match.group(1).rstrip(".,:")) if match else None
     user = text(record, "user")
-    failed = audit_type is not None and "fail" in audit_type.lower()
-    return compact(
-        {
-            "event": {
-                "action": audit_type,
-                "category": _CATEGORIES.get(text(record, "category") or "", ["configuration"]),
-                "type": ["info"],
-                "outcome": "failure" if failed else None,
-            },
-            "user": user_fields(user),
-            "source": {"ip": ip},
-            "message": info,
-        },
-        related=related((user,), (ip,)),
-    )
+    event: JsonDict = {"action": audit_type} if audit_type is not None else {}
+    # A fresh list per event: one consumer's edit must not leak into every event.
+    event["category"] = list(_CATEGORIES.get(text(record, "category") or "", _CONFIGURATION))
+    event["type"] = ["info"]
+    if audit_type is not None and "fail" in audit_type.lower():
+        event["outcome"] = "failure"
+    out: JsonDict = {"event": event}
+    if user is not None:
+        out["user"] = user_of(user)
+    if ip is not None:
+        out["source"] = {"ip": ip}
+    if info is not None:
+        out["message"] = info
+    links = related((user,), (ip,))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(

@@ -10,20 +10,64 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import ipaddress
+import operator
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
-from urllib.parse import urlsplit
 
 import orjson
 
+from collector.logtypes.fields import (
+    JsonDict,
+    address,
+    compact,
+    email_direction,
+    file_extension,
+    ip_or_none,
+    nested_text,
+    related,
+    sha256_or_none,
+    text,
+    truthy,
+    url_fields,
+    user_of,
+)
 from collector.timeutil import api_date, ecs_timestamp, parse_api_date
 
-JsonDict = dict[str, Any]
+# The field helpers live in collector.logtypes.fields; log type modules import them from here.
+__all__ = [
+    "ECS_VERSION",
+    "MAX_ID_CHARS",
+    "NORMALIZE_ERROR_TAG",
+    "CursorKind",
+    "Event",
+    "FilterKind",
+    "FilterSpec",
+    "JsonDict",
+    "LogType",
+    "TimeFormat",
+    "address",
+    "build_event",
+    "compact",
+    "dedup_key",
+    "email_direction",
+    "file_extension",
+    "ip_or_none",
+    "kept_raw",
+    "nested_text",
+    "record_key",
+    "related",
+    "serialize",
+    "sha256_or_none",
+    "text",
+    "truthy",
+    "url_fields",
+    "user_of",
+]
+
 FilterKind = Literal["str", "bool", "str_list"]
 NORMALIZE_ERROR_TAG = "mimecast_normalize_error"
 ECS_VERSION = "8.11.0"  # the ECS release the field mapping of every log type targets
@@ -151,8 +195,26 @@ def dedup_key(record: Any, fields: tuple[str, ...] | None) -> str:
     if fields is None or not (record.__class__ is dict or isinstance(record, Mapping)):
         material = record
     else:
-        material = [record.get(name, _MISSING) for name in fields]
+        material = _key_values(record, fields)
     return hashlib.blake2b(_dumps(material, sort_keys=True), digest_size=16).hexdigest()
+
+
+# One itemgetter per dedup_fields tuple (a log type constant: a handful in all).
+_GETTERS: dict[tuple[str, ...], Callable[[Any], Any]] = {}
+
+
+def _key_values(record: Mapping[str, Any], fields: tuple[str, ...]) -> Any:
+    """The identifying fields' values in order, ``_MISSING`` for an absent one. A record with all of
+    them (the usual case) takes one C call; its tuple serializes exactly as the list would."""
+    if record.__class__ is dict and len(fields) > 1:
+        getter = _GETTERS.get(fields)
+        if getter is None:
+            getter = _GETTERS[fields] = operator.itemgetter(*fields)
+        try:
+            return getter(record)
+        except KeyError:
+            pass
+    return [record.get(name, _MISSING) for name in fields]
 
 
 def record_key(log_type: LogType, record: Any) -> str:
@@ -169,10 +231,6 @@ def record_key(log_type: LogType, record: Any) -> str:
 def build_event(log_type: LogType, record: Any, account: str, fallback_time: int) -> Event:
     """Normalize one raw record; a record that cannot be normalized is kept raw, tagged, never dropped."""
     key = record_key(log_type, record)
-    event: JsonDict = {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"}
-    # Fresh dicts per event: sharing them would let one consumer's edit leak into every event.
-    observer = {"vendor": "Mimecast", "product": "Mimecast Email Security"}
-    labels = {"mimecast_account": account, "mimecast_log_type": log_type.name}
     try:
         moment = _as_mapping(record)[log_type.time_field]
         epoch, timestamp = (
@@ -181,18 +239,20 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
         specific = log_type.normalize(record)
     except Exception as exc:
         return kept_raw(log_type, record, account, fallback_time, f"{type(exc).__name__}: {exc}", key=key)
+    # Fresh dicts per event: sharing them would let one consumer's edit leak into every event.
+    event: JsonDict = {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"}
     own_event = specific.pop("event", None)
     if own_event:
         event.update(own_event)
-    doc = {
+    doc: JsonDict = {
         "@timestamp": timestamp,
         "ecs": {"version": ECS_VERSION},
         "event": event,
-        "observer": observer,
-        "labels": labels,
-        **specific,
+        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
+        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
     }
-    doc["mimecast"] = dict(record)
+    doc.update(specific)
+    doc["mimecast"] = dict(record)  # a copy: the event must not share the page's record
     return Event(key, epoch, doc)
 
 
@@ -221,10 +281,18 @@ def kept_raw(
     return Event(key, fallback_time, doc, normalized=False)
 
 
+# "2015-11-25T14:49:18+00:00" (held release logs): canonical, so fromisoformat reads it as written.
+_UTC_COLON = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", re.ASCII)
+
+
 def _event_time(value: Any) -> tuple[int, str]:
-    """(epoch seconds, ECS @timestamp) of a record's time field, with a fast path for the API's format."""
+    """(epoch seconds, ECS @timestamp) of a record's time field, with fast paths for the API's formats."""
     text_value = value if value.__class__ is str else str(value)
     if len(text_value) == 24 and text_value[10] == "T" and text_value.endswith("+0000"):  # 2024-11-13T13:03:11+0000
+        return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
+    # Only a string of exactly that shape: nothing for strip() to change, UTC, no fraction, so the
+    # slow path's result (or its ValueError) would be the same.
+    if len(text_value) == 25 and _UTC_COLON.fullmatch(text_value):
         return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
     moment = parse_api_date(text_value)
     return int(moment.timestamp()), ecs_timestamp(moment)
@@ -291,167 +359,3 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v, depth + 1) for v in value]
     return str(value)
-
-
-# --- small pure helpers the log type modules share -------------------------------------------
-
-
-def text(record: Mapping[str, Any], name: str) -> str | None:
-    """A field as non-empty text, or None."""
-    value = record.get(name)
-    if value.__class__ is str:  # the common case, first (this runs a dozen times per event)
-        return value.strip() or None
-    if value is None or isinstance(value, dict | list):
-        return None
-    return str(value).strip() or None
-
-
-_IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
-
-
-def ip_or_none(value: Any) -> str | None:
-    """An IP address in canonical form, or None (Mimecast writes e.g. "Internal IP" here)."""
-    if not isinstance(value, str):
-        return None
-    candidate = value.strip()
-    if _IPV4.fullmatch(candidate):  # already canonical: what ipaddress would return, 20x faster
-        return candidate
-    if ":" not in candidate:
-        return None
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        return None
-
-
-def truthy(value: Any) -> bool | None:
-    """Booleans that arrive as booleans or as the strings "true"/"false"."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return None
-
-
-# scheme://host[:port]/path?query#fragment without userinfo, IPv6 literals or odd characters; anything
-# else goes through urlsplit. Same results as urlsplit for what it matches, several times faster.
-_SIMPLE_URL = re.compile(
-    r"([A-Za-z][A-Za-z0-9+.-]*)://([A-Za-z0-9._~%!$&'()*+,;=-]+)(?::\d*)?(/[^?#\s]*)?(?:\?([^#\s]*))?(?:#\S*)?"
-)
-
-
-def url_fields(original: str) -> JsonDict:
-    """ECS ``url.*`` from a URL string; only what parses cleanly."""
-    out: JsonDict = {"original": original}
-    match = _SIMPLE_URL.fullmatch(original)
-    if match:
-        scheme, domain, path, query = match.group(1).lower(), match.group(2).lower(), match.group(3), match.group(4)
-    else:
-        try:
-            parts = urlsplit(original)
-            scheme, domain, path, query = parts.scheme, parts.hostname, parts.path, parts.query
-        except ValueError:
-            return out
-    if scheme:
-        out["scheme"] = scheme
-    if domain:
-        out["domain"] = domain
-    if path:
-        out["path"] = path
-        extension = file_extension(path)  # ECS: without the dot ("exe", "html")
-        if extension:
-            out["extension"] = extension
-    if query:
-        out["query"] = query
-    return out
-
-
-def file_extension(name: str) -> str | None:
-    """ECS ``*.extension`` of a file name or URL path: without the dot, lower case, short and plain."""
-    dot = name.rfind(".")
-    if dot < 0 or name.rfind("/") > dot:
-        return None
-    extension = name[dot + 1 :].strip().lower()
-    return extension if 0 < len(extension) <= 10 and extension.isalnum() else None
-
-
-def address(record: Mapping[str, Any], name: str) -> str | None:
-    """An email address field; ``<>`` (the null sender of bounces) is no address."""
-    value = text(record, name)
-    return None if value is None or value == "<>" else value
-
-
-_EMAIL_DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
-
-
-def email_direction(route: str | None) -> str | None:
-    """ECS ``email.direction`` from a windowed log's ``route`` (the same three words), or None."""
-    return _EMAIL_DIRECTIONS.get(route or "")
-
-
-def user_fields(email: str | None) -> JsonDict | None:
-    """ECS ``user.*`` of a user known by address: ``email``, and ``name``/``domain`` split from it."""
-    if email is None:
-        return None
-    name, at, domain = email.rpartition("@")
-    if not at:
-        return {"name": email}
-    return {"email": email, "name": name or None, "domain": domain.lower() or None}
-
-
-def related(
-    addresses: Iterable[str | None], ips: Iterable[str | None] = (), hosts: Iterable[str | None] = ()
-) -> JsonDict:
-    """ECS ``related.*``: the users (addresses), IPs and hosts (address and URL domains) an event
-    touches, each once, in order; SIEM correlation searches key on these. Only non-empty lists."""
-    users: list[str] = []
-    domains: list[str] = []
-    for value in addresses:
-        if value and value not in users:
-            users.append(value)
-            at = value.rfind("@")
-            if at >= 0:
-                domain = value[at + 1 :].lower()
-                if domain and domain not in domains:
-                    domains.append(domain)
-    for host in hosts:
-        if host and host not in domains:
-            domains.append(host)
-    out: JsonDict = {"user": users} if users else {}
-    found_ips = [ip for ip in ips if ip]
-    if found_ips:
-        out["ip"] = found_ips if len(found_ips) == 1 else list(dict.fromkeys(found_ips))
-    if domains:
-        out["hosts"] = domains
-    return out
-
-
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def sha256_or_none(value: Any) -> str | None:
-    """A SHA-256 digest in lower-case hex, or None."""
-    return value.lower() if isinstance(value, str) and _SHA256.fullmatch(value) else None
-
-
-def nested_text(record: Mapping[str, Any], outer: str, inner: str) -> str | None:
-    """``record[outer][inner]`` as text, or None when either level is missing or not what it should be."""
-    value = record.get(outer)
-    return text(value, inner) if isinstance(value, dict) else None
-
-
-def compact(doc: JsonDict, **ready: JsonDict) -> JsonDict:
-    """Drop None values and empty containers, recursively (ECS documents carry no nulls). ``ready``
-    values are compact already (e.g. :func:`related`'s): added when non-empty, not walked again."""
-    out: JsonDict = {}
-    for name, value in doc.items():
-        if value.__class__ is dict:
-            inner = compact(value)
-            if inner:
-                out[name] = inner
-        elif value is not None and (value.__class__ is not list or value):
-            out[name] = value
-    for name, value in ready.items():
-        if value:
-            out[name] = value
-    return out

@@ -5,27 +5,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, email_direction, related, text
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, email_direction, related, text
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one DLP log (pure)."""
+    """ECS fields of one DLP log (pure). Built sparse: only the fields the record has."""
+    action = text(record, "action")
+    event: JsonDict = {"action": action} if action is not None else {}
+    event["category"] = ["email"]
+    event["type"] = ["info"]
+    out: JsonDict = {"event": event}
     sender = address(record, "senderAddress")
     recipient = address(record, "recipientAddress")
-    return compact(
-        {
-            "event": {"action": text(record, "action"), "category": ["email"], "type": ["info"]},
-            "email": {
-                "from": {"address": [sender] if sender else None},
-                "to": {"address": [recipient] if recipient else None},
-                "subject": text(record, "subject"),
-                "message_id": text(record, "messageId"),
-                "direction": email_direction(text(record, "route")),
-            },
-            "rule": {"name": text(record, "policy")},
-        },
-        related=related((sender, recipient)),
-    )
+    email: JsonDict = {}
+    if sender is not None:
+        email["from"] = {"address": [sender]}
+    if recipient is not None:
+        email["to"] = {"address": [recipient]}
+    subject = text(record, "subject")
+    if subject is not None:
+        email["subject"] = subject
+    message_id = text(record, "messageId")
+    if message_id is not None:
+        email["message_id"] = message_id
+    direction = email_direction(text(record, "route"))
+    if direction is not None:
+        email["direction"] = direction
+    if email:
+        out["email"] = email
+    rule = text(record, "policy")
+    if rule is not None:
+        out["rule"] = {"name": rule}
+    links = related((sender, recipient))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(

@@ -9,12 +9,11 @@ from collector.logtypes.base import (
     JsonDict,
     LogType,
     address,
-    compact,
     email_direction,
     nested_text,
     related,
     text,
-    user_fields,
+    user_of,
 )
 
 
@@ -26,31 +25,43 @@ def _recipients(value: Any) -> list[str]:
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one release log (pure)."""
+    """ECS fields of one release log (pure). Built sparse: only the fields the record has."""
+    status = text(record, "status")  # released or rejected
+    event: JsonDict = {"action": status} if status is not None else {}
+    event["category"] = ["email"]
+    event["type"] = ["info"]
+    reason = text(record, "heldReason")
+    if reason is not None:
+        event["reason"] = reason
     header_from = nested_text(record, "fromHdr", "emailAddress")
     envelope_from = nested_text(record, "fromEnv", "emailAddress")
     recipients = _recipients(record.get("to"))
+    email: JsonDict = {}
+    if header_from is not None:
+        email["from"] = {"address": [header_from]}
+    if envelope_from is not None:
+        email["sender"] = {"address": envelope_from}
+    if recipients:
+        email["to"] = {"address": recipients}
+    subject = text(record, "subject")
+    if subject is not None:
+        email["subject"] = subject
+    direction = email_direction(text(record, "route"))
+    if direction is not None:
+        email["direction"] = direction
+    out: JsonDict = {"event": event}
+    if email:
+        out["email"] = email
     operator = address(record, "operator")
-    return compact(
-        {
-            "event": {
-                "action": text(record, "status"),  # released or rejected
-                "category": ["email"],
-                "type": ["info"],
-                "reason": text(record, "heldReason"),
-            },
-            "email": {
-                "from": {"address": [header_from] if header_from else None},
-                "sender": {"address": envelope_from},
-                "to": {"address": recipients or None},
-                "subject": text(record, "subject"),
-                "direction": email_direction(text(record, "route")),
-            },
-            "user": user_fields(operator),  # who released or rejected it
-            "rule": {"name": text(record, "policy")},
-        },
-        related=related((header_from, envelope_from, *recipients, operator)),
-    )
+    if operator is not None:
+        out["user"] = user_of(operator)  # who released or rejected it
+    rule = text(record, "policy")
+    if rule is not None:
+        out["rule"] = {"name": rule}
+    links = related((header_from, envelope_from, *recipients, operator))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(

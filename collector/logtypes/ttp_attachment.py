@@ -10,7 +10,6 @@ from collector.logtypes.base import (
     JsonDict,
     LogType,
     address,
-    compact,
     email_direction,
     file_extension,
     related,
@@ -19,40 +18,66 @@ from collector.logtypes.base import (
 )
 
 
+def _file(name: str | None, mime_type: str | None, sha256: str | None) -> JsonDict:
+    """ECS ``file.*`` of the attachment."""
+    out: JsonDict = {}
+    if name is not None:
+        out["name"] = name
+        extension = file_extension(name)
+        if extension is not None:
+            out["extension"] = extension
+    if mime_type is not None:
+        out["mime_type"] = mime_type
+    if sha256 is not None:
+        out["hash"] = {"sha256": sha256}
+    return out
+
+
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one attachment log (pure)."""
+    """ECS fields of one attachment log (pure). Built sparse: only the fields the record has."""
+    action = text(record, "actionTriggered")
+    malicious = text(record, "result") == "malicious"
+    event: JsonDict = {"action": action} if action is not None else {}
+    event["category"] = ["email", "threat"]
+    event["type"] = ["indicator"] if malicious else ["info"]
     sender = address(record, "senderAddress")
     recipient = address(record, "recipientAddress")
+    email: JsonDict = {}
+    if sender is not None:
+        email["from"] = {"address": [sender]}
+    if recipient is not None:
+        email["to"] = {"address": [recipient]}
+    subject = text(record, "subject")
+    if subject is not None:
+        email["subject"] = subject
+    message_id = text(record, "messageId")
+    if message_id is not None:
+        email["message_id"] = message_id
+    direction = email_direction(text(record, "route"))
+    if direction is not None:
+        email["direction"] = direction
     name = text(record, "fileName")
-    attachment = compact(
-        {
-            "name": name,
-            "extension": file_extension(name) if name else None,
-            "mime_type": text(record, "fileType"),
-            "hash": {"sha256": sha256_or_none(record.get("fileHash"))},
-        }
-    )
-    malicious = text(record, "result") == "malicious"
-    return compact(
-        {
-            "event": {
-                "action": text(record, "actionTriggered"),
-                "category": ["email", "threat"],
-                "type": ["indicator"] if malicious else ["info"],
-            },
-            "email": {
-                "from": {"address": [sender] if sender else None},
-                "to": {"address": [recipient] if recipient else None},
-                "subject": text(record, "subject"),
-                "message_id": text(record, "messageId"),
-                "direction": email_direction(text(record, "route")),
-                "attachments": [{"file": attachment}] if attachment else None,
-            },
-            "file": attachment or None,
-            "rule": {"name": text(record, "definition")},
-        },
-        related=related((sender, recipient)),
-    )
+    mime_type = text(record, "fileType")
+    sha256 = sha256_or_none(record.get("fileHash"))
+    attachment = _file(name, mime_type, sha256) if name or mime_type or sha256 else None
+    if attachment is not None:
+        email["attachments"] = [{"file": attachment}]
+    out: JsonDict = {"event": event}
+    if email:
+        out["email"] = email
+    if attachment is not None:
+        # A copy down to the hash: the two places must not share a dict (an edit would show in both).
+        file_doc = dict(attachment)
+        if sha256 is not None:
+            file_doc["hash"] = {"sha256": sha256}
+        out["file"] = file_doc
+    rule = text(record, "definition")
+    if rule is not None:
+        out["rule"] = {"name": rule}
+    links = related((sender, recipient))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(

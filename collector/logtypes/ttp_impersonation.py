@@ -5,37 +5,46 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, compact, ip_or_none, related, text, truthy
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, ip_or_none, related, text, truthy
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one impersonation log (pure)."""
+    """ECS fields of one impersonation log (pure). Built sparse: only the fields the record has."""
+    action = text(record, "action")
+    malicious = truthy(record.get("taggedMalicious"))
+    event: JsonDict = {"action": action} if action is not None else {}
+    event["category"] = ["email", "threat"]
+    event["type"] = ["indicator"] if malicious else ["info"]
     sender = address(record, "senderAddress")
     recipient = address(record, "recipientAddress")
-    malicious = truthy(record.get("taggedMalicious"))
+    email: JsonDict = {}
+    if sender is not None:
+        email["from"] = {"address": [sender]}
+    if recipient is not None:
+        email["to"] = {"address": [recipient]}
+    subject = text(record, "subject")
+    if subject is not None:
+        email["subject"] = subject
+    message_id = text(record, "messageId")
+    if message_id is not None:
+        email["message_id"] = message_id
+    email["direction"] = "inbound"
+    out: JsonDict = {"event": event, "email": email}
     ip = ip_or_none(record.get("senderIpAddress"))
-    return compact(
-        {
-            "event": {
-                "action": text(record, "action"),
-                "category": ["email", "threat"],
-                "type": ["indicator"] if malicious else ["info"],
-            },
-            "email": {
-                "from": {"address": [sender] if sender else None},
-                "to": {"address": [recipient] if recipient else None},
-                "subject": text(record, "subject"),
-                "message_id": text(record, "messageId"),
-                "direction": "inbound",
-            },
-            "source": {"ip": ip},
-            "rule": {"name": text(record, "definition")},
-            "threat": {
-                "indicator": {"type": "email-addr", "email": {"address": sender}} if malicious else None,
-            },
-        },
-        related=related((sender, recipient), (ip,)),
-    )
+    if ip is not None:
+        out["source"] = {"ip": ip}
+    rule = text(record, "definition")
+    if rule is not None:
+        out["rule"] = {"name": rule}
+    if malicious:
+        indicator: JsonDict = {"type": "email-addr"}
+        if sender is not None:
+            indicator["email"] = {"address": sender}
+        out["threat"] = {"indicator": indicator}
+    links = related((sender, recipient), (ip,))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(

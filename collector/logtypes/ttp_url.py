@@ -10,46 +10,58 @@ from collector.logtypes.base import (
     JsonDict,
     LogType,
     address,
-    compact,
     email_direction,
     ip_or_none,
     related,
     text,
     url_fields,
-    user_fields,
+    user_of,
 )
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
-    """ECS fields of one click log (pure)."""
-    url = text(record, "url")
-    route = text(record, "route")
+    """ECS fields of one click log (pure). Built sparse: only the fields the record has."""
+    action = text(record, "action")
+    malicious = text(record, "scanResult") == "malicious"
+    event: JsonDict = {"action": action} if action is not None else {}
+    event["category"] = ["email", "threat"]
+    event["type"] = ["indicator"] if malicious else ["info"]
+    out: JsonDict = {"event": event}
     user = address(record, "userEmailAddress")
     sender = address(record, "fromUserEmailAddress")
-    malicious = text(record, "scanResult") == "malicious"
-    url_doc = url_fields(url) if url else None
+    if user is not None:
+        out["user"] = user_of(user)
+    email: JsonDict = {}
+    if user is not None:
+        email["to"] = {"address": [user]}
+    if sender is not None:
+        email["from"] = {"address": [sender]}
+    subject = text(record, "subject")
+    if subject is not None:
+        email["subject"] = subject
+    message_id = text(record, "messageId")
+    if message_id is not None:
+        email["message_id"] = message_id
+    direction = email_direction(text(record, "route"))
+    if direction is not None:
+        email["direction"] = direction
+    if email:
+        out["email"] = email
+    url = text(record, "url")
+    domain = None
+    if url is not None:
+        url_doc = out["url"] = url_fields(url)
+        domain = url_doc.get("domain")
     ip = ip_or_none(record.get("sendingIp"))
-    return compact(
-        {
-            "event": {
-                "action": text(record, "action"),
-                "category": ["email", "threat"],
-                "type": ["indicator"] if malicious else ["info"],
-            },
-            "user": user_fields(user),
-            "email": {
-                "to": {"address": [user] if user else None},
-                "from": {"address": [sender] if sender else None},
-                "subject": text(record, "subject"),
-                "message_id": text(record, "messageId"),
-                "direction": email_direction(route),
-            },
-            "url": url_doc,
-            "source": {"ip": ip},
-            "rule": {"name": text(record, "ttpDefinition")},
-        },
-        related=related((user, sender), (ip,), (url_doc.get("domain") if url_doc else None,)),
-    )
+    if ip is not None:
+        out["source"] = {"ip": ip}
+    rule = text(record, "ttpDefinition")
+    if rule is not None:
+        out["rule"] = {"name": rule}
+    links = related((user, sender), (ip,), (domain,))
+    if links:
+        out["related"] = links
+    return out
 
 
 LOG_TYPE = LogType(
