@@ -47,6 +47,19 @@ def test_colon_offset_times_read_as_before(released: str, time: int, timestamp: 
     assert (event.time, event.doc["@timestamp"], event.doc.get("error", {}).get("message")) == (time, timestamp, error)
 
 
+@pytest.mark.parametrize(
+    ("date", "time", "timestamp"),
+    [
+        ("2024-11-13T13:03:11+0000", 1731502991, "2024-11-13T13:03:11.000Z"),
+        # An ISO week date parses too (the same length): @timestamp must still be a calendar date.
+        ("2024-W46-3T13:03:11+0000", 1731502991, "2024-11-13T13:03:11.000Z"),
+    ],
+)
+def test_timestamp_is_a_calendar_date_whatever_iso_form_the_time_came_in(date: str, time: int, timestamp: str) -> None:
+    event = build_event(TTP_URL, {**PARTIAL_CLICK, "date": date}, "acme", FALLBACK)
+    assert (event.time, event.doc["@timestamp"], event.normalized) == (time, timestamp, True)
+
+
 def test_attachment_file_and_email_attachment_are_separate_dicts() -> None:
     """file.* and email.attachments[0].file are equal but distinct: editing one leaves the other."""
     record = logtype_cases.TTP_ATTACHMENT_RECORDS[0]

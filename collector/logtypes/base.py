@@ -282,17 +282,18 @@ def kept_raw(
 
 
 # "2015-11-25T14:49:18+00:00" (held release logs): canonical, so fromisoformat reads it as written.
-_UTC_COLON = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", re.ASCII)
+# 2024-11-13T13:03:11+0000 (the API's form) or ...+00:00: calendar dates only. The shape is checked,
+# not just the length: fromisoformat also takes ISO week dates (2024-W46-3T...), whose text is no
+# valid @timestamp, and those go through the slow path, which normalizes them.
+_UTC_API_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:?00", re.ASCII)
 
 
 def _event_time(value: Any) -> tuple[int, str]:
     """(epoch seconds, ECS @timestamp) of a record's time field, with fast paths for the API's formats."""
     text_value = value if value.__class__ is str else str(value)
-    if len(text_value) == 24 and text_value[10] == "T" and text_value.endswith("+0000"):  # 2024-11-13T13:03:11+0000
-        return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
     # Only a string of exactly that shape: nothing for strip() to change, UTC, no fraction, so the
     # slow path's result (or its ValueError) would be the same.
-    if len(text_value) == 25 and _UTC_COLON.fullmatch(text_value):
+    if _UTC_API_DATE.fullmatch(text_value):
         return int(datetime.fromisoformat(text_value).timestamp()), text_value[:19] + ".000Z"
     moment = parse_api_date(text_value)
     return int(moment.timestamp()), ecs_timestamp(moment)
