@@ -1,5 +1,5 @@
 """Window sizes against the loopback API: a backlog is one window, later windows hold about 100 pages,
-and a window restarted after a rejected token is cut to that size."""
+a window restarted after a rejected token is cut to that size; and a caught-up stream waits a poll."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from collector.api.client import Page
+from collector.collect.poller import Poller, StreamSpec
 from collector.collect.windowed import WINDOW_TARGET_PAGES
+from collector.config.model import AccountConfig
 from collector.logtypes import LOG_TYPES
+from collector.service.telemetry import Telemetry
 from collector.simulator import SimRecord, generate
+from collector.state.store import Store
 from collector.timeutil import iso, parse_config_time
 from tests.helpers import delivered_ids, expected_ids, write_config
 from tests.test_end_to_end import run_once
-from tests.test_poller import log_events
+from tests.test_poller import NOW, ScriptedClient, Sleeps, log_events
 
 OVERLAP = 5  # the default overlap_secs
 
@@ -89,3 +95,42 @@ async def test_a_restarted_window_is_cut_to_what_a_sized_window_holds(
     assert first["window_start"] == restart["window_start"]
     assert length(first) == int((newest - start) * WINDOW_TARGET_PAGES * 10 / 1500)
     assert parse_config_time(first["window_end"]) < parse_config_time(restart["window_end"])
+
+
+class SlowClient(ScriptedClient):
+    """Every call takes two seconds of the clock: what a call is like with hundreds of streams."""
+
+    def __init__(self, script: list[Page | BaseException], clock: list[float]) -> None:
+        super().__init__(script)
+        self._clock = clock
+
+    async def fetch_page(self, *args: Any, page_size: int, page_token: str | None, **kwargs: Any) -> Page:
+        self._clock[0] += 2
+        return await super().fetch_page(*args, page_size=page_size, page_token=page_token, **kwargs)
+
+
+async def test_a_caught_up_stream_waits_a_poll_interval_even_when_its_call_took_seconds(tmp_path: Path) -> None:
+    """Once a window reaches now - lag the stream sleeps poll_interval_secs, though the seconds its call
+    took would make a next window: one call per poll, not one after another."""
+    clock = [float(NOW)]
+    account = AccountConfig(
+        name="acme", auth="hmac", base_url="http://127.0.0.1:9", streams=("ttp_url",), start_secs=NOW - 3600
+    )
+    store = await Store.open(tmp_path / "state.db")
+    fake, sleeps = SlowClient([Page([], None)] * 5, clock), Sleeps()
+    poller = Poller(
+        StreamSpec(account, LOG_TYPES["ttp_url"], "/api/ttp/url/get-logs", 100),
+        fake,  # type: ignore[arg-type]
+        store,
+        Telemetry(),
+        once_until=None,
+        clock=lambda: clock[0],
+        sleep=sleeps,
+    )
+
+    with pytest.raises(anyio.get_cancelled_exc_class()):
+        await poller.run()
+
+    assert sleeps.delays == [60.0, 60.0]  # poll_interval_secs after each window; the second sleep stops it
+    assert len(fake.calls) == 2
+    await store.close()

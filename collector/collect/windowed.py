@@ -47,6 +47,7 @@ class WindowedPages:
         self._span: int | None = None
         self._records = 0  # records paged in the current window so far (this attempt)
         self._newest: int | None = None  # newest event time among them
+        self._target: int | None = None  # now - lag (or once's end) when the last window was chosen
 
     def describe(self, state: StreamState) -> dict[str, Any]:
         return {
@@ -98,10 +99,17 @@ class WindowedPages:
                 seen_tokens.clear()
                 state = self._restarted(state, window_end)
                 await ctx.store.save_position(state)
+            ctx.state = state
             if state.window_end is None:
                 restarts = 0
                 seen_tokens.clear()
-            ctx.state = state
+                if state.window_start == self._target:
+                    # Caught up: wait for the next poll. Asking again at once would page a window of
+                    # the seconds the last one took, over and over: with many streams each call is
+                    # slower than a second, and caught-up streams would never go idle.
+                    self._target = None
+                    if await ctx.caught_up():
+                        return True
 
     def _next_window_end(self, state: StreamState) -> int | None:
         """End of the next window, or None when it would be empty (caught up)."""
@@ -112,6 +120,7 @@ class WindowedPages:
         ctx.telemetry.window_lag.labels(*labels).set(max(0.0, ctx.clock() - state.window_start))
         span = account.max_window_secs if self._span is None else self._span
         end = min(target, state.window_start + span)
+        self._target = target
         return end if end > state.window_start else None
 
     def _sized_span(self, records: int, secs: int) -> int:
