@@ -201,6 +201,12 @@ class Child:
         )
 
 
+def collector_build() -> str:
+    """How the collector that ``run_child`` starts was installed: its per-event code compiled or not."""
+    probe = "from collector.logtypes import COMPILED; print('compiled (mypyc)' if COMPILED else 'pure Python')"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
 async def run_child(*args: str, env: dict[str, str] | None = None, limit_secs: float = 3600) -> ChildResult:
     """Run ``python args...`` to its end and measure it."""
     return await Child(*args, env=env).wait(limit_secs)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import LOG_TYPES, ChildResult, collector_config, count_lines, run_child, start_simulator
+from harness import LOG_TYPES, ChildResult, collector_build, collector_config, count_lines, run_child, start_simulator
 
 from collector.simulator import FakeMimecast
 
@@ -66,6 +66,7 @@ async def run(per_type: int, rounds: int) -> dict[str, Any]:
     ours, theirs = results[sorted(range(rounds), key=ratios.__getitem__)[rounds // 2]]
     return {
         "benchmark": "throughput",
+        "collector_build": collector_build(),
         "events_expected": per_type * len(LOG_TYPES),
         "collector": ours,
         "baseline": theirs,
@@ -87,7 +88,8 @@ def main() -> int:
     result = asyncio.run(run(args.events, max(1, args.rounds)))
     c, b = result["collector"], result["baseline"]
     print(
-        f"throughput: collector {c['events_per_sec']} ev/s, {c['cpu_secs_per_10k']} CPU s/10k, "
+        f"throughput: collector ({result['collector_build']}) {c['events_per_sec']} ev/s, "
+        f"{c['cpu_secs_per_10k']} CPU s/10k, "
         f"peak RSS {c['peak_rss_mib']} MiB; baseline {b['events_per_sec']} ev/s, {b['cpu_secs_per_10k']} CPU s/10k, "
         f"peak RSS {b['peak_rss_mib']} MiB; ratio {result['ratio_of_baseline']}; "
         f"delivered {c['events']}/{result['events_expected']} (baseline {b['events']}); "

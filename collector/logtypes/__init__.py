@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from collector.logtypes import (
     archive_search,
     audit,
+    base,
     dlp,
     held_release,
     siem_batch,
@@ -33,6 +34,9 @@ from collector.logtypes.base import (
     serialize,
 )
 
+# True when the per-event modules were compiled with mypyc (MIMECAST_COLLECTOR_COMPILE=1 at install).
+COMPILED = not str(base.__file__).endswith(".py")
+
 LOG_TYPES: Mapping[str, LogType] = {
     lt.name: lt
     for lt in (
@@ -52,6 +56,7 @@ LOG_TYPES: Mapping[str, LogType] = {
 DEFAULT_STREAMS = tuple(name for name, lt in LOG_TYPES.items() if lt.default_enabled)
 
 __all__ = [
+    "COMPILED",
     "LOG_TYPES",
     "CursorKind",
     "Event",

@@ -38,6 +38,7 @@ from collector.config.options import Secret
 from collector.delivery.backpressure import SpoolGate
 from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logs import get_logger, redact, register_secret
+from collector.logtypes import COMPILED
 from collector.service.health import HealthServer
 from collector.service.systemd import Notifier
 from collector.service.telemetry import Telemetry
@@ -292,6 +293,7 @@ class Collector:
         self._log.info(
             "collector_started",
             version=__version__,
+            compiled=COMPILED,
             streams=[p.spec.name for p in self.pollers],
             sinks=[d.settings.name for d in self.dispatchers],
             mode="once" if self.once else "daemon",

@@ -16,6 +16,15 @@ BATCH = 40
 KILLS = 10
 
 
+async def started(log: Path, runs: int) -> None:
+    """Until ``log`` holds the start line of the ``runs``-th run."""
+    for _ in range(1200):
+        if log.exists() and log.read_text().count('"collector_started"') >= runs:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {runs} did not start within 60 s: {log.read_text()[-2000:]}")
+
+
 async def test_ten_sigkills_lose_nothing_and_duplicate_at_most_a_batch_each(
     make_sim: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -28,9 +37,11 @@ async def test_ten_sigkills_lose_nothing_and_duplicate_at_most_a_batch_each(
     expected = expected_ids(records)
     rng = random.Random(20261126)
     progress = []
-    for _ in range(KILLS):
+    for run in range(1, KILLS + 1):
         process = await start_collector(config, log)
-        await asyncio.sleep(rng.uniform(1.0, 2.0))  # seven streams start slower than three did
+        # From the moment it runs: Python's start-up alone takes seconds on a loaded machine.
+        await started(log, run)
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
         progress.append(len(delivered_ids(out)) if out.exists() else 0)
