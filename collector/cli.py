@@ -19,7 +19,6 @@ from collector.collect import stream_labels
 from collector.config import Config, load_config
 from collector.config.errors import ConfigError
 from collector.config.loader import config_time
-from collector.demo import prepare, run_demo
 from collector.logs import LEVELS, configure_logging, get_logger
 from collector.logtypes import LOG_TYPES
 from collector.service.app import (
@@ -183,6 +182,9 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo brings the API simulator, which `run` should not pay for at start-up.
+    from collector.demo import prepare, run_demo  # noqa: PLC0415
+
     if not 1 <= args.events <= 1_000_000:
         raise ConfigError("--events", f"{args.events} is out of range", "use a number between 1 and 1000000")
     return anyio.run(functools.partial(run_demo, prepare(args.out), events_per_type=args.events))

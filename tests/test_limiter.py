@@ -120,28 +120,59 @@ def throttled(log: list[Call]) -> list[Call]:
 
 
 @pytest.mark.parametrize(
-    ("limit", "window_secs", "burst_calls", "spread_gap"),
+    ("limit", "window_secs", "calls", "sent"),
     [
-        # burst_calls: calls answered while more than half the bucket is left, plus the one after;
-        # spread_gap: (reset - last burst send) / (calls left + 1), so the last lands before the reset.
-        (10, 1.0, 5, (1.0 - 0.20) / 6),
-        (7, 3.0, 4, (3.0 - 0.15) / 4),
-        (100, 10.0, 50, (10.0 - 2.45) / 51),
-        (50, 60.0, 25, (60.0 - 1.20) / 26),
+        # Periods no longer than max_wait_secs (300 s): the whole bucket back to back (LATENCY apart),
+        # then the next period's first call at the reset (answer + x-ratelimit-reset) + the 5 ms guard.
+        (10, 1.0, 12, [0.05 * i for i in range(10)] + [1.005, 1.055]),
+        (3, 2.0, 7, [0.0, 0.05, 0.1, 2.005, 2.055, 2.105, 4.005]),
+        (1, 300.0, 3, [0.0, 300.005, 600.005]),
     ],
 )
-def test_fresh_bucket_bursts_then_spreads(limit: int, window_secs: float, burst_calls: int, spread_gap: float) -> None:
-    """A fresh bucket: back to back while over half is left, then evenly spaced about reset/remaining apart."""
-    log = drive(make_model(), FixedWindowServer(limit, window_secs), calls=limit)
-    first_window = [call for call in log if call.answered < window_secs]
-    between = gaps(first_window)
+def test_short_periods_go_back_to_back_then_wait_for_the_reset(
+    limit: int, window_secs: float, calls: int, sent: list[float]
+) -> None:
+    """A period that ends within max_wait_secs is spent at once; the next call waits for the refill; no 429."""
+    log = drive(make_model(), FixedWindowServer(limit, window_secs), calls=calls)
 
     assert throttled(log) == []
+    assert [call.sent for call in log] == pytest.approx(sent, abs=0.0015)  # the reset header is whole ms
+
+
+@pytest.mark.parametrize(
+    ("limit", "window_secs", "max_wait", "burst_calls", "spread_gap"),
+    [
+        # burst_calls: calls answered while more than half the bucket is left, plus the one after;
+        # spread_gap: (reset - last burst send) / (calls left + 1), so the last lands before the reset;
+        # once the reset is max_wait away or less, the rest go back to back.
+        (10, 1.0, 0.3, 5, (1.0 - 0.20) / 6),
+        (7, 3.0, 1.0, 4, (3.0 - 0.15) / 4),
+        (100, 10.0, 2.0, 50, (10.0 - 2.45) / 51),
+        (50, 3600.0, 300.0, 25, (3600.0 - 1.20) / 26),
+    ],
+)
+def test_long_periods_burst_then_spread_until_the_reset_is_near(
+    limit: int, window_secs: float, max_wait: float, burst_calls: int, spread_gap: float
+) -> None:
+    """A period longer than max_wait_secs: back to back while over half is left, then spaced about
+    reset/remaining apart (so an empty bucket never waits longer than max_wait), and back to back
+    again within max_wait of the reset."""
+    log = drive(make_model(max_wait_secs=max_wait), FixedWindowServer(limit, window_secs), calls=limit)
+    first_window = [call for call in log if call.answered < window_secs]
+    between = gaps(first_window)
+    spreading = [gap for gap, call in zip(between, first_window[1:], strict=True) if window_secs - call.sent > max_wait]
+    near_reset = [
+        gap for gap, call in zip(between, first_window[1:], strict=True) if window_secs - call.sent < max_wait
+    ]
+
+    assert throttled(log) == []
+    assert len(first_window) == limit
     assert log[0].sent == 0.0
     assert between[: burst_calls - 1] == pytest.approx([LATENCY] * (burst_calls - 1))
-    spread = between[burst_calls - 1 :]
+    spread = spreading[burst_calls - 1 :]
     assert len(spread) >= 2
     assert all(0.8 * spread_gap <= gap <= 1.2 * spread_gap for gap in spread), spread
+    assert near_reset[1:] == pytest.approx([LATENCY] * (len(near_reset) - 1))
 
 
 @dataclass(frozen=True)
@@ -355,7 +386,7 @@ def test_scale_follows_aimd(statuses: list[int | None], scale: float) -> None:
 def test_reduced_scale_widens_spacing(failures: list[int | None], factor: float) -> None:
     """The same bucket headers give spacing wider by 1/scale once failures have cut the scale."""
     headers = rate_headers(100, 10, 10_000)  # spread phase: (10.1 s) / (10 + 1) apart at full scale
-    healthy, strained = make_model(), make_model()
+    healthy, strained = make_model(max_wait_secs=5.0), make_model(max_wait_secs=5.0)
     healthy.on_send(0.0)
     healthy.on_response(0.1, 200, headers)
     for status in failures[:-1]:
@@ -604,7 +635,7 @@ def test_on_abandon_frees_the_slot_without_a_verdict(
 
 def test_abandoned_calls_give_their_budget_back() -> None:
     """Calls in flight count against what is left; abandoning them restores the back-to-back pace."""
-    model = make_model()
+    model = make_model(max_wait_secs=5.0)
     model.on_send(0.0)
     model.on_response(0.1, 200, rate_headers(100, 53, 10_000))  # 53 left: burst while over 50 available
     model.on_send(0.1)

@@ -80,7 +80,7 @@ def test_a_bucket_that_never_refills_is_asked_once_per_max_wait() -> None:
     """Every answer says "nothing left for ten years": the stream keeps calling, one call per max_wait_secs."""
     log = drive(make_model(max_wait_secs=300.0), lambda t: (200, rate_headers(100, 0, TEN_YEARS_MS)), calls=4)
 
-    assert [round(call.sent, 2) for call in log] == [0.0, 300.1, 600.2, 900.3]
+    assert [round(call.sent, 2) for call in log] == [0.0, 300.06, 600.11, 900.16]  # + 5 ms guard + 50 ms latency each
 
 
 @pytest.mark.parametrize(
@@ -106,8 +106,8 @@ def test_throttle_wait_is_capped_at_five_minutes_by_default() -> None:
     [
         (429, rate_headers(100, 0, TEN_YEARS_MS), RATE_LIMITED, (110.0, 111.05), True),
         (429, rate_headers(reset_ms=5000), RATE_LIMITED, (105.0, 105.55), False),
-        (200, rate_headers(100, 0, TEN_YEARS_MS), BUCKET_EMPTY, (110.05, 110.05), True),
-        (200, rate_headers(100, 0, 5000), BUCKET_EMPTY, (105.05, 105.05), False),
+        (200, rate_headers(100, 0, TEN_YEARS_MS), BUCKET_EMPTY, (110.005, 110.005), True),
+        (200, rate_headers(100, 0, 5000), BUCKET_EMPTY, (105.005, 105.005), False),
         (200, rate_headers(100, 10, TEN_YEARS_MS), PACED, (109.95, 109.95), False),
         (200, rate_headers(100, 90, 5000), None, None, False),
         (200, {}, None, None, False),

@@ -7,8 +7,14 @@ Mimecast answers every call with ``x-ratelimit-limit`` (bucket size), ``x-rateli
 * while plenty of the bucket is left (more than ``burst_fraction`` of it), calls go back to back,
   so a backlog starts draining at once;
 * below that, the calls left are spread evenly until the reset (about reset/remaining apart), so
-  the budget lasts exactly until it refills and no call is throttled;
-* with nothing left, nothing goes until the reset has passed, plus jitter;
+  the budget lasts until it refills and no wait for an empty bucket exceeds ``max_wait_secs`` (which
+  would cut it short and cost a 429); once the reset is at most ``max_wait_secs`` away, that risk is
+  gone and the rest go back to back too: spreading spends the same budget, only later, and leaves
+  the last period of a drain half idle (with short periods, the whole bucket goes at once);
+* with nothing left, nothing goes until the reset has passed, plus a guard: a few milliseconds
+  when the server said when (its reset counts from before our answer arrived, so it errs late), the
+  jitter of a 429 gate when the model counts the bucket itself (its period start is our send time,
+  earlier than the server's by the trip there);
 * a 429 closes the gate until ``x-ratelimit-reset`` or ``Retry-After`` (whichever is later), or an
   exponential pause when neither header came, and halves the pace; 5xx and transport failures
   ("strain") cut it by a quarter; every good answer gives a tenth back (AIMD);
@@ -40,6 +46,9 @@ THROTTLE_FACTOR = 0.5
 RECOVERY_STEP = 0.1
 MAX_JITTER_FRACTION = 0.05
 GATE_JITTER_SECS = 0.05
+# After a refill the server said the time of: its x-ratelimit-reset is whole milliseconds (maybe cut
+# down), counted before the answer reached us, so a few milliseconds cover the rounding.
+HEADER_REFILL_GUARD_SECS = 0.005
 DEFAULT_MAX_WAIT_SECS = 300.0
 
 # Why the server holds calls back (a metric label, so a short fixed set).
@@ -193,7 +202,8 @@ class PacingModel:
         """With the bucket empty, the moment calls come back; the pace factor does not stretch it."""
         if self.remaining is None or self.reset_at is None or self.remaining - self.in_flight > 0:
             return None
-        at = min(self.reset_at, self._remaining_at + self.max_wait) + GATE_JITTER_SECS
+        guard = GATE_JITTER_SECS if self.counting else HEADER_REFILL_GUARD_SECS
+        at = min(self.reset_at, self._remaining_at + self.max_wait) + guard
         return at if now < at else None
 
     def _spacing(self, now: float) -> float:
@@ -208,10 +218,16 @@ class PacingModel:
         assert self.last_send is not None
         if now >= self.reset_at:  # the bucket has refilled since the last answer we saw
             available = self.limit - self.in_flight
+            if self.window_secs is not None and self.window_secs <= self.max_wait:
+                return 0.0  # a new period that ends within max_wait: spend it at once, as below
             return 0.0 if available > self.limit * self.burst_fraction else self.steady_spacing()
         available = self.remaining - self.in_flight
         if available <= 0 or available > self.limit * self.burst_fraction:
             return 0.0  # empty: _refill_at decides; plenty left: no need to wait
+        if self.reset_at - now <= self.max_wait:
+            # Emptying the bucket now costs a wait for the refill that max_wait does not cut short:
+            # spreading would spend the same calls later, and leave the last period of a drain idle.
+            return 0.0
         # Spread what is left so the last call still lands before the reset: A calls, A+1 gaps.
         return max(0.0, self.reset_at - self.last_send) / (available + 1)
 

@@ -88,7 +88,9 @@ class AccountConfig:
     poll_interval_secs: float = option(60.0, min=1, max=DAY)
     lag_secs: int = option(60, min=0, max=DAY, doc="how far behind now a window ends")
     overlap_secs: int = option(5, min=0, max=3600, doc="how far each query reaches back before its window")
-    max_window_secs: int = option(21_600, min=60, max=7 * DAY, doc="longest window during a backfill")
+    max_window_secs: int = option(
+        7 * DAY, min=60, max=7 * DAY, doc="longest window during a backfill (windows hold about 100 pages within it)"
+    )
     page_size: int = option(500, min=1, max=1000)
     verify_tls: bool = option(True)
     ca_file: Path | None = option(None, doc="extra CA bundle for TLS verification", path_kind=READ_FILE)

@@ -66,7 +66,14 @@ class SimSettings:
     # Endpoint paths that answer 404 as if this account's API did not have them (the archive search
     # path differs between sources; this tests the fallback to the other one).
     missing_paths: tuple[str, ...] = ()
+    # HMAC accounts served (scale benchmarks): account i > 0 signs with access key account_key(i) and the
+    # same secret, and has rate-limit buckets of its own; every account sees the same records.
+    accounts: int = 1
     seed: int = 0
+
+    def account_key(self, i: int) -> str:
+        """The access key of account ``i`` (0: ``access_key`` itself)."""
+        return self.access_key if i == 0 else f"{self.access_key}-{i}"
 
 
 @dataclass
@@ -101,6 +108,7 @@ class FakeMimecast:
         self.siem = SiemFeed()  # API 1.0 SIEM files and their token chain
         self._rng = random.Random(self.settings.seed)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._access_keys = frozenset(self.settings.account_key(i) for i in range(max(1, self.settings.accounts)))
         self._bearer: dict[str, float] = {}
         self.issued_tokens: list[str] = []
         self.seen_authorizations: list[str] = []  # so tests can prove none of them is ever logged
@@ -206,7 +214,7 @@ class FakeMimecast:
         if fault == "slow":
             self.stats.faults[fault] += 1
             await anyio.sleep(self.settings.slow_secs)
-        throttled, rate_headers = self._meter(who, path)
+        throttled, rate_headers = self._meter(self._owner(request, who), path)
         if throttled:
             self.stats.throttled += 1
             return self._answer(
@@ -246,7 +254,7 @@ class FakeMimecast:
         fault = self._pick_fault()
         if fault in ("500", "503_html", "reset", "retryable_fail"):
             return await self._fault(request, path, fault)
-        throttled, rate_headers = self._meter(who, path)
+        throttled, rate_headers = self._meter(self._owner(request, who), path)
         if throttled:
             self.stats.throttled += 1
             return self._answer(
@@ -302,9 +310,18 @@ class FakeMimecast:
         self._request_ids.add(request_id)
         access_key, signature = header[3:].split(":", 1)
         expected = hmac_signature(s.secret_key, date, request_id, request.path, s.app_key)
-        if access_key != s.access_key or not hmac.compare_digest(signature, expected):
+        if access_key not in self._access_keys or not hmac.compare_digest(signature, expected):
             return "signature mismatch"
         return None
+
+    def _owner(self, request: web.Request, who: str) -> str:
+        """Whose rate-limit buckets an authenticated call counts against: its auth kind, or for the
+        accounts after the first (SimSettings.accounts), its access key."""
+        header = request.headers.get("Authorization", "")
+        if who != "hmac" or self.settings.accounts <= 1:
+            return who
+        access_key = header[3:].split(":", 1)[0]
+        return who if access_key == self.settings.access_key else f"hmac:{access_key}"
 
     def _pick_fault(self) -> str | None:
         """Whether to misbehave is random (seeded); which way goes round the list, so all kinds occur."""
