@@ -230,6 +230,7 @@ class ScriptedClient:
     def __init__(self, script: list[Page | BaseException]) -> None:
         self.script = list(script)
         self.calls: list[tuple[int, str | None]] = []  # (page_size, page_token) asked for
+        self.pages_done = 0  # page permits handed back (collector/api/inflight.py)
 
     async def fetch_page(self, *args: Any, page_size: int, page_token: str | None, **kwargs: Any) -> Page:
         self.calls.append((page_size, page_token))
@@ -239,6 +240,9 @@ class ScriptedClient:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def page_done(self, stream: str) -> None:
+        self.pages_done += 1
 
 
 class Sleeps:

@@ -29,8 +29,9 @@ from collector.api.errors import (
     redirect_error,
     rule_for_exception,
 )
+from collector.api.inflight import PageGate
 from collector.api.limiter import PacingModel, RateHeaders, ServerWait, WaitCap
-from collector.api.pacer import Pacer, PacerRegistry
+from collector.api.pacer import Pacer, PacerRegistry, Ticket
 from collector.config.errors import CollectorError
 from collector.config.model import AccountConfig
 from collector.logs import get_logger, redact
@@ -53,6 +54,7 @@ class MimecastClient:
         pacers: PacerRegistry,
         telemetry: Telemetry,
         *,
+        pages: PageGate | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -60,6 +62,7 @@ class MimecastClient:
         self._session = session
         self._auth = auth
         self._pacers = pacers
+        self._pages = pages or PageGate()  # shared by every account's client in a collector
         self._telemetry = telemetry
         self._rng = rng or random.Random()
         self._sleep = sleep
@@ -72,6 +75,10 @@ class MimecastClient:
         self._cap_logged: dict[str, float] = {}
         self._cap_suppressed: dict[str, int] = {}
         self._log = get_logger(account=account.name)
+
+    def page_done(self, stream: str) -> None:
+        """The stream has committed (or has nothing more to fetch): its page permit goes back."""
+        self._pages.leave(stream)
 
     @property
     def oauth2(self) -> bool:
@@ -263,53 +270,82 @@ class MimecastClient:
     ) -> T:
         """One paced, authenticated call: a POST of ``body``, or a GET with ``params``. ``parse`` gets
         (status, body), or (status, headers, body) ``with_headers``."""
+        # A stream never waits for the pacer holding a page permit (one that did could block the
+        # permits' holders, which wait on nothing but the commit): a new call means the last page is
+        # done with. Strategies that call twice before committing (a listing, then its files) hold a
+        # small listing meanwhile, not a page.
+        self._pages.leave(stream)
         async with self.pacer(path).slot(stream) as ticket:
-            # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
             try:
-                headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
-                if body is not None:
-                    headers["Content-Type"] = "application/json"
-                headers.update(await self._auth.headers(path))
-            except Exception as exc:
+                await self._pages.enter(stream)  # after the pacer's wait: see collector/api/inflight.py
+            except BaseException:
                 ticket.abandon()
-                raise _classified(exc, self.account) from None
-            try:
-                # Signed headers and the body never follow a redirect; the body is read within the cap
-                # and inflated by read_capped, not by aiohttp.
-                async with self._session.request(
-                    "POST" if body is not None else "GET",
-                    f"{self.account.url}{path}",
-                    data=body,
-                    params=params,
-                    headers=headers,
-                    timeout=self._timeout,
-                    ssl=self._ssl,
-                    proxy=self.account.proxy,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                ) as response:
-                    status, answer_headers, raw = response.status, response.headers, b""
-                    if status not in REDIRECT_STATUSES:
-                        raw = await read_capped(response, self.account.max_response_bytes)
-            except Exception as exc:
-                ticket.done(None, {})
-                self._telemetry.api_calls.labels(self.account.name, path, "error").inc()
-                raise _classified(exc, self.account) from None
-            self._count(path, status, answer_headers)
-            if status in REDIRECT_STATUSES:
-                ticket.done(status, answer_headers)
-                raise redirect_error(status, answer_headers.get("Location"), "the API")
-            try:
-                answer = parse(status, answer_headers, raw) if with_headers else parse(status, raw)
-            except ApiError as error:
-                # A quota error inside a 200 throttles exactly like a 429: the pacer must hear it as one.
-                throttled = error.action is Action.RATE_LIMITED
-                ticket.done(429 if throttled else status, answer_headers)
-                if throttled and status != 429:
-                    self._telemetry.api_throttled.labels(self.account.name, path).inc()
                 raise
+            try:
+                return await self._call(
+                    path, parse, ticket, body=body, params=params, accept=accept, with_headers=with_headers
+                )
+            except BaseException:
+                self._pages.leave(stream)  # a failed call holds no page; retries wait without a permit
+                raise
+
+    async def _call(
+        self,
+        path: str,
+        parse: Callable[..., T],
+        ticket: Ticket,
+        *,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        accept: str,
+        with_headers: bool,
+    ) -> T:
+        # Signed after the pacer's wait, so the HMAC date is fresh and the request id is new.
+        try:
+            headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            headers.update(await self._auth.headers(path))
+        except Exception as exc:
+            ticket.abandon()
+            raise _classified(exc, self.account) from None
+        try:
+            # Signed headers and the body never follow a redirect; the body is read within the cap
+            # and inflated by read_capped, not by aiohttp.
+            async with self._session.request(
+                "POST" if body is not None else "GET",
+                f"{self.account.url}{path}",
+                data=body,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+                ssl=self._ssl,
+                proxy=self.account.proxy,
+                allow_redirects=False,
+                auto_decompress=False,
+            ) as response:
+                status, answer_headers, raw = response.status, response.headers, b""
+                if status not in REDIRECT_STATUSES:
+                    raw = await read_capped(response, self.account.max_response_bytes)
+        except Exception as exc:
+            ticket.done(None, {})
+            self._telemetry.api_calls.labels(self.account.name, path, "error").inc()
+            raise _classified(exc, self.account) from None
+        self._count(path, status, answer_headers)
+        if status in REDIRECT_STATUSES:
             ticket.done(status, answer_headers)
-            return answer
+            raise redirect_error(status, answer_headers.get("Location"), "the API")
+        try:
+            answer = parse(status, answer_headers, raw) if with_headers else parse(status, raw)
+        except ApiError as error:
+            # A quota error inside a 200 throttles exactly like a 429: the pacer must hear it as one.
+            throttled = error.action is Action.RATE_LIMITED
+            ticket.done(429 if throttled else status, answer_headers)
+            if throttled and status != 429:
+                self._telemetry.api_throttled.labels(self.account.name, path).inc()
+            raise
+        ticket.done(status, answer_headers)
+        return answer
 
     def _count(self, path: str, status: int, headers: Mapping[str, str]) -> None:
         self._telemetry.api_calls.labels(self.account.name, path, str(status)).inc()

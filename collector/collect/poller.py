@@ -85,10 +85,12 @@ class Poller:
                     return True
                 continue
             except ApiError as error:
+                self.client.page_done(self.spec.name)
                 await self._failed(error)
             except StoreError:
                 raise  # the state store is gone: every stream is, and the process exits with its code
             except Exception as exc:  # a bug one answer triggers must not stop the other streams
+                self.client.page_done(self.spec.name)
                 await self._crashed(exc)
             if self.once_until is not None:
                 return False
@@ -97,6 +99,7 @@ class Poller:
     # --- what strategies share (the StreamContext) ------------------------------------------------
 
     async def before_fetch(self) -> None:
+        self.client.page_done(self.spec.name)  # no permit held while the spool is full
         if self._before_fetch is not None:
             await self._before_fetch()  # backpressure: the spool has room again
 
@@ -107,6 +110,7 @@ class Poller:
             events, next_state, seen_until=seen_until, prune_before=prune_before, now=self.clock()
         )
         self.state = next_state
+        self.client.page_done(self.spec.name)
         self._count(events, result.new, result.duplicates)
         self.telemetry.stream_ok(*self._labels)
         if result.new:
@@ -114,6 +118,7 @@ class Poller:
         return result
 
     async def caught_up(self) -> bool:
+        self.client.page_done(self.spec.name)
         if self.once_until is not None:
             return True
         await self.sleep(self.spec.account.poll_interval_secs)

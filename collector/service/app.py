@@ -30,6 +30,7 @@ from collector import __version__
 from collector.api.auth import make_authenticator
 from collector.api.client import MimecastClient, tls_setting
 from collector.api.files import FileHost
+from collector.api.inflight import PageGate
 from collector.api.pacer import PacerRegistry
 from collector.collect.poller import Poller, StreamSpec
 from collector.config.errors import CollectorError
@@ -260,6 +261,7 @@ class Collector:
         gate: SpoolGate,
     ) -> list[Poller]:
         pacers = PacerRegistry()
+        pages = PageGate()  # every account's client: the process-wide limit on fetched pages
         pollers = []
         now = int(self.clock())
         for account in self.config.accounts:
@@ -267,7 +269,7 @@ class Collector:
                 total=account.request_timeout_secs, sock_connect=account.connect_timeout_secs
             )
             auth = make_authenticator(account, session, timeout=timeout, ssl=tls_setting(account), proxy=account.proxy)
-            client = MimecastClient(account, session, auth, pacers, self.telemetry)
+            client = MimecastClient(account, session, auth, pacers, self.telemetry, pages=pages)
             files = FileHost(account, files_session)
             for spec in StreamSpec.for_account(account):
                 pollers.append(
