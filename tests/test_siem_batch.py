@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from collector.cli import main
+from collector.collect import batch as batch_cursor
 from collector.collect import stream_labels
 from collector.config import load_config
 from collector.config.errors import ConfigError
@@ -469,3 +470,32 @@ async def test_hostile_listings_fail_only_their_stream_and_a_throttled_listing_i
     assert "malformed batch listing" in rows["siem_cg.spam"]["last_error"]
     assert "only https links" in rows["siem_cg.av"]["last_error"]
     assert "only https links" in rows["siem_cg.delivery"]["last_error"]
+
+
+async def test_pages_of_long_lines_are_committed_by_bytes_not_only_by_line_count(
+    make_sim: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines of ~20 KB under a 60 KB page budget: no committed page holds more than the budget plus
+    one line, so a file of long lines is never held whole before its commit; every line arrives once."""
+    monkeypatch.setattr(batch_cursor, "COMMIT_BYTES", 60_000)
+    sim = await make_sim()
+    records = list(siem_records("receipt", 40, start=int(time.time()) - DAY, end=int(time.time()), seed=5))
+    for record in records:
+        record["subject"] = "s" * 20_000
+    sim.batch.add_raw("cg", "receipt", today(-1), gz(orjson.dumps(r) for r in records))
+    pages: list[int] = []
+    commit_page = Store.commit_page
+
+    async def spy(self: Store, events: Any, *args: Any, **kwargs: Any) -> Any:
+        if events:
+            pages.append(len(events))
+        return await commit_page(self, events, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "commit_page", spy)
+    config = siem_config(tmp_path, sim, {"siem_cg": ["receipt"]})
+
+    result = await run_once(config)
+
+    assert result.exit_code == 0
+    assert sorted(delivered_ids(tmp_path / "out")) == sorted(expected([_holding(records)]))
+    assert pages == [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1]  # 20 KB lines: the third one reaches 60 KB

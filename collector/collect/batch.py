@@ -50,7 +50,7 @@ DAY = 86_400
 # Events + position per transaction while reading a file: whichever comes first. Larger pages cost
 # less per event to commit (bench/siem.py); the byte bound keeps a page of long lines (up to
 # siem_max_line_bytes each) from holding hundreds of MiB before it is committed.
-COMMIT_LINES = 2000
+COMMIT_LINES = 1000
 COMMIT_BYTES = 2 << 20
 MAX_FILE_ATTEMPTS = 6  # failed downloads of one file before the stream fails (and is retried later)
 MAX_UNDECODABLE = 3  # downloads that are not gzip before the file is kept as one tagged event
