@@ -79,7 +79,7 @@ def fill(record: Mapping[str, Any], doc: JsonDict) -> None:
     # empty is cleaned, in place (keys keep their order), instead of walking the whole document.
     for name in [name for name, value in event.items() if value is None]:
         del event[name]
-    for name in ("tls", "rule", "threat", "user"):
+    for name in ("rule", "threat", "user"):  # tls is built clean
         if name in doc:
             cleaned = compact(doc[name])
             if cleaned:
@@ -142,16 +142,34 @@ _canonical_ip = functools.lru_cache(maxsize=4096)(ip_or_none)
 
 def _receipt(record: Mapping[str, Any], doc: JsonDict) -> None:
     _action(record, doc)
+    event = doc["event"]
     if text(record, "rejectionType") or text(record, "rejectionCode"):
-        doc["event"].update(kind="alert", outcome="failure", reason=text(record, "rejectionInfo"))
+        event["kind"] = "alert"
+        event["outcome"] = "failure"
+        event["reason"] = text(record, "rejectionInfo")
     if text(record, "virusFound"):
-        doc["event"]["kind"] = "alert"
+        event["kind"] = "alert"
     tls_version = text(record, "tlsVersion")
-    if tls_version:
-        protocol, _, number = tls_version.partition("v")  # "TLSv1.3" -> tls, 1.3
-        doc["tls"] = {"version": number or None, "version_protocol": protocol.lower() or None}
-    doc.setdefault("tls", {})["cipher"] = text(record, "tlsCipher")
-    doc["tls"]["established"] = True if tls_version else truthy(record.get("tlsUsed"))
+    tls = _tls(tls_version, text(record, "tlsCipher"))
+    established = True if tls_version else truthy(record.get("tlsUsed"))
+    if established is not None:
+        tls["established"] = established
+    if tls:
+        doc["tls"] = tls
+
+
+def _tls(version: str | None, cipher: str | None) -> JsonDict:
+    """ECS ``tls.*`` without empty fields (built clean: no compact() pass afterwards)."""
+    tls: JsonDict = {}
+    if version:
+        protocol, _, number = version.partition("v")  # "TLSv1.3" -> tls, 1.3
+        if number:
+            tls["version"] = number
+        if protocol:
+            tls["version_protocol"] = protocol.lower()
+    if cipher:
+        tls["cipher"] = cipher
+    return tls
 
 
 def _process(record: Mapping[str, Any], doc: JsonDict) -> None:
@@ -165,12 +183,9 @@ def _delivery(record: Mapping[str, Any], doc: JsonDict) -> None:
     doc["event"]["action"] = "delivered" if delivered else "delivery_failed" if delivered is False else "delivery"
     doc["event"]["outcome"] = {True: "success", False: "failure"}.get(delivered) if delivered is not None else None
     doc["event"]["reason"] = text(record, "deliveryErrors")
-    tls_version = text(record, "tlsVersion")
-    if tls_version:
-        protocol, _, number = tls_version.partition("v")
-        doc["tls"] = {"version": number or None, "version_protocol": protocol.lower() or None}
-    if text(record, "tlsCipher"):
-        doc.setdefault("tls", {})["cipher"] = text(record, "tlsCipher")
+    tls = _tls(text(record, "tlsVersion"), text(record, "tlsCipher"))
+    if tls:
+        doc["tls"] = tls
 
 
 def _threat(record: Mapping[str, Any], doc: JsonDict) -> None:
@@ -239,10 +254,10 @@ def _action(record: Mapping[str, Any], doc: JsonDict) -> None:
     if known is None:
         doc["event"]["action"] = code or doc["event"]["action"]
         return
-    action, outcome, alert = known
-    doc["event"].update(action=action, outcome=outcome)
+    event = doc["event"]
+    event["action"], event["outcome"], alert = known
     if alert:
-        doc["event"]["kind"] = "alert"
+        event["kind"] = "alert"
 
 
 def _file(record: Mapping[str, Any]) -> JsonDict:
@@ -260,6 +275,8 @@ def _file(record: Mapping[str, Any]) -> JsonDict:
 
 def _attachments(record: Mapping[str, Any]) -> list[JsonDict] | None:
     value = record.get("attachments")
+    if value is None:
+        return None
     names: list[str] = []
     if isinstance(value, list):
         names = [v for v in value if isinstance(v, str) and v]
@@ -273,22 +290,28 @@ def _addresses(value: Any) -> list[str]:
     if isinstance(value, list):
         return [v.strip() for v in value if isinstance(v, str) and v.strip()][:1000]
     if isinstance(value, str):
+        if "," not in value:  # one recipient, the usual case
+            value = value.strip()
+            return [value] if value else []
         return [part.strip() for part in value.split(",") if part.strip()][:1000]
     return []
 
 
 def _related(doc: JsonDict) -> JsonDict:
-    email = doc.get("email", {})
-    users = [*email.get("from", {}).get("address", ()), *email.get("to", {}).get("address", ())]
-    ips = [doc[side]["ip"] for side in ("source", "destination") if side in doc]
-    hashes = list(doc["file"].get("hash", {}).values()) if "file" in doc else []
     related: JsonDict = {}
-    if users:
-        related["user"] = list(dict.fromkeys(users))
+    email = doc.get("email")
+    if email is not None:
+        sender, to = email.get("from"), email.get("to")
+        users = (sender["address"] if sender else []) + (to["address"] if to else [])
+        if users:
+            related["user"] = list(dict.fromkeys(users)) if len(users) > 1 else users
+    ips = [side["ip"] for side in (doc.get("source"), doc.get("destination")) if side is not None]
     if ips:
-        related["ip"] = list(dict.fromkeys(ips))
-    if hashes:
-        related["hash"] = hashes
+        related["ip"] = list(dict.fromkeys(ips)) if len(ips) > 1 else ips
+    if "file" in doc:
+        hashes = list(doc["file"].get("hash", {}).values())
+        if hashes:
+            related["hash"] = hashes
     if "host" in doc:
         related["hosts"] = [doc["host"]["hostname"]]
     return related
