@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, email_direction, related, text
+from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, email_direction, email_fields, related, text
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
@@ -17,20 +17,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     out: JsonDict = {"event": event}
     sender = address(record, "senderAddress")
     recipient = address(record, "recipientAddress")
-    email: JsonDict = {}
-    if sender is not None:
-        email["from"] = {"address": [sender]}
-    if recipient is not None:
-        email["to"] = {"address": [recipient]}
-    subject = text(record, "subject")
-    if subject is not None:
-        email["subject"] = subject
-    message_id = text(record, "messageId")
-    if message_id is not None:
-        email["message_id"] = message_id
-    direction = email_direction(text(record, "route"))
-    if direction is not None:
-        email["direction"] = direction
+    email = email_fields(record, sender, recipient, email_direction(text(record, "route")))
     if email:
         out["email"] = email
     rule = text(record, "policy")

@@ -112,6 +112,26 @@ def email_direction(route: str | None) -> str | None:
     return _EMAIL_DIRECTIONS.get(route or "")
 
 
+def email_fields(
+    record: Mapping[str, Any], sender: str | None, recipient: str | None, direction: str | None
+) -> JsonDict:
+    """ECS ``email.*`` the windowed logs share: from, to, subject, message id, direction; only what is there."""
+    email: JsonDict = {}
+    if sender is not None:
+        email["from"] = {"address": [sender]}
+    if recipient is not None:
+        email["to"] = {"address": [recipient]}
+    subject = text(record, "subject")
+    if subject is not None:
+        email["subject"] = subject
+    message_id = text(record, "messageId")
+    if message_id is not None:
+        email["message_id"] = message_id
+    if direction is not None:
+        email["direction"] = direction
+    return email
+
+
 def user_of(email: str) -> JsonDict:
     """ECS ``user.*`` of a user known by address: ``email``, and ``name``/``domain`` split from it
     (each only when not empty)."""

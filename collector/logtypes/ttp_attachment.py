@@ -11,6 +11,7 @@ from collector.logtypes.base import (
     LogType,
     address,
     email_direction,
+    email_fields,
     file_extension,
     related,
     sha256_or_none,
@@ -42,20 +43,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     event["type"] = ["indicator"] if malicious else ["info"]
     sender = address(record, "senderAddress")
     recipient = address(record, "recipientAddress")
-    email: JsonDict = {}
-    if sender is not None:
-        email["from"] = {"address": [sender]}
-    if recipient is not None:
-        email["to"] = {"address": [recipient]}
-    subject = text(record, "subject")
-    if subject is not None:
-        email["subject"] = subject
-    message_id = text(record, "messageId")
-    if message_id is not None:
-        email["message_id"] = message_id
-    direction = email_direction(text(record, "route"))
-    if direction is not None:
-        email["direction"] = direction
+    email = email_fields(record, sender, recipient, email_direction(text(record, "route")))
     name = text(record, "fileName")
     mime_type = text(record, "fileType")
     sha256 = sha256_or_none(record.get("fileHash"))

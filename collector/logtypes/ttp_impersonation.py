@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from collector.logtypes.base import FilterSpec, JsonDict, LogType, address, ip_or_none, related, text, truthy
+from collector.logtypes.base import (
+    FilterSpec,
+    JsonDict,
+    LogType,
+    address,
+    email_fields,
+    ip_or_none,
+    related,
+    text,
+    truthy,
+)
 
 
 def normalize(record: Mapping[str, Any]) -> JsonDict:
@@ -17,18 +27,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     event["type"] = ["indicator"] if malicious else ["info"]
     sender = address(record, "senderAddress")
     recipient = address(record, "recipientAddress")
-    email: JsonDict = {}
-    if sender is not None:
-        email["from"] = {"address": [sender]}
-    if recipient is not None:
-        email["to"] = {"address": [recipient]}
-    subject = text(record, "subject")
-    if subject is not None:
-        email["subject"] = subject
-    message_id = text(record, "messageId")
-    if message_id is not None:
-        email["message_id"] = message_id
-    email["direction"] = "inbound"
+    email = email_fields(record, sender, recipient, "inbound")
     out: JsonDict = {"event": event, "email": email}
     ip = ip_or_none(record.get("senderIpAddress"))
     if ip is not None:

@@ -11,6 +11,7 @@ from collector.logtypes.base import (
     LogType,
     address,
     email_direction,
+    email_fields,
     ip_or_none,
     related,
     text,
@@ -31,20 +32,7 @@ def normalize(record: Mapping[str, Any]) -> JsonDict:
     sender = address(record, "fromUserEmailAddress")
     if user is not None:
         out["user"] = user_of(user)
-    email: JsonDict = {}
-    if user is not None:
-        email["to"] = {"address": [user]}
-    if sender is not None:
-        email["from"] = {"address": [sender]}
-    subject = text(record, "subject")
-    if subject is not None:
-        email["subject"] = subject
-    message_id = text(record, "messageId")
-    if message_id is not None:
-        email["message_id"] = message_id
-    direction = email_direction(text(record, "route"))
-    if direction is not None:
-        email["direction"] = direction
+    email = email_fields(record, sender, user, email_direction(text(record, "route")))
     if email:
         out["email"] = email
     url = text(record, "url")
