@@ -79,12 +79,13 @@ async def test_empty_page_with_a_next_token_ends_the_window(make_sim: Callable[.
         assert sim.stats.calls_to(log_type.path) == 3, log_type.name
 
 
-async def test_repeating_page_token_is_detected_and_the_stream_fails(
+async def test_always_repeated_token_shrinks_the_window_until_one_page_holds_it(
     make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
 ) -> None:
-    """An API that always repeats the token is a loop: re-ask twice, restart the window 3 times, then fail."""
+    """An API that always repeats the token is a loop: each page is re-asked twice, then the window
+    restarts at half its length, until windows fit in one page (no token to repeat): all delivered."""
     sim = await make_sim(repeat_token_every=1)
-    seed(sim, 1200, days=1)
+    records = seed(sim, 1200, days=1)
     config = write_config(
         tmp_path,
         sim.base_url,
@@ -98,13 +99,40 @@ async def test_repeating_page_token_is_detected_and_the_stream_fails(
 
     result = await run_once(config)
 
+    assert result.exit_code == 0
+    ids = sorted(delivered_ids(tmp_path / "out"))
+    assert ids == sorted(i for i in expected_ids(records) if i[0] == "mimecast.ttp_url")
+    restarts = log_events(log_buffer, "window_restarted")
+    assert restarts
+    assert all("pagination loop" in r["reason"] for r in restarts)
+    assert all(r["next_window_end"] < r["window_end"] for r in restarts)  # every restart shrank the window
+    assert not log_events(log_buffer, "stream_failed")
+    assert len(log_events(log_buffer, "page_token_repeated")) == 2 * len(restarts)
+
+
+async def test_a_window_that_cannot_shrink_fails_after_three_restarts(
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+) -> None:
+    """At the smallest window (60 s) with more than a page in it, a repeated token restarts the window
+    3 times, then the stream fails with the hint: never a loop."""
+    sim = await make_sim(repeat_token_every=1)
+    now = int(time.time())
+    sim.add("ttp_url", generate("ttp_url", 300, start=now - 3600, end=now - 3590, seed=5))  # 300 in 10 s
+    config = write_config(
+        tmp_path,
+        sim.base_url,
+        account={"streams": ["ttp_url"], "page_size": 100, "start": iso(now - 3605), "max_window_secs": 60},
+    )
+
+    result = await run_once(config)
+
     assert result.exit_code == 1
     assert result.failed_streams == ["acme/ttp_url"]
-    assert len(log_events(log_buffer, "window_restarted")) == 3
+    restarts = log_events(log_buffer, "window_restarted")
+    assert [r["restart"] for r in restarts] == [1, 2, 3]
     failed = log_events(log_buffer, "stream_failed")
     assert len(failed) == 1
     assert "pagination loop" in failed[0]["error"]
-    assert len(log_events(log_buffer, "page_token_repeated")) == 4 * 2
     # Each of the 4 passes: the first page, then the repeated token asked for 3 times.
     assert sim.stats.calls_to("/api/ttp/url/get-logs") == 4 * (1 + 3)
 

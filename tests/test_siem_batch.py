@@ -273,8 +273,9 @@ async def test_sigkills_mid_file_lose_nothing_and_resume_at_the_committed_line(
     """Killed 6 times while files stream in slowly, then finished with --once: every line delivered,
     at most one sink batch repeated per kill, and the final run reads only the lines not yet committed."""
     sim = await make_sim()
-    sim.batch.settings.chunk_delay_secs = 0.03  # ~1 s per file: kills land inside files
-    files = add_files(sim, "cg", "receipt", 5, 4000) + add_files(sim, "cg", "av", 3, 3000)
+    # ~2 s per file: kills land inside files, and the receipt files outlast the six kills' ~11 s.
+    sim.batch.settings.chunk_delay_secs = 0.06
+    files = add_files(sim, "cg", "receipt", 8, 4000) + add_files(sim, "cg", "av", 3, 3000)
     config = siem_config(
         tmp_path, sim, {"siem_cg": ["receipt", "av"]}, page_size=2, sink={"batch_max_events": SINK_BATCH}
     )
@@ -303,7 +304,7 @@ async def test_sigkills_mid_file_lose_nothing_and_resume_at_the_committed_line(
     want = expected(files)
     assert set(delivered) == set(want)
     assert len(delivered) - len(want) <= KILLS * SINK_BATCH
-    lines = {"siem_cg.receipt": 5 * 4000, "siem_cg.av": 3 * 3000}
+    lines = {"siem_cg.receipt": 8 * 4000, "siem_cg.av": 3 * 3000}
     assert any(0 < committed.get(label, 0) < total for label, total in lines.items()), committed  # work was left
     for label, total in lines.items():
         fetched = telemetry.sample("mimecast_events_fetched_total", account="acme", log_type=label)

@@ -81,7 +81,11 @@ class WindowedPages:
                     await ctx.sleep(REPEAT_RETRY_SECS * repeats)
                     continue
                 repeats = 0
-                restarts += 1
+                restarted = self._restarted(state, window_end)
+                # Only a restart that could not shrink the window counts toward giving up: shrinking
+                # ends after log2(max_window_secs / MIN_WINDOW_SECS) halvings, so this stays bounded.
+                if restarted.window_end == window_end:
+                    restarts += 1
                 if restarts > MAX_WINDOW_RESTARTS:
                     raise ApiError(
                         Action.FATAL,
@@ -94,10 +98,11 @@ class WindowedPages:
                     reason=str(why),
                     window_start=iso(state.window_start),
                     window_end=iso(window_end),
+                    next_window_end=iso(restarted.window_end or window_end),
                     restart=restarts,
                 )
                 seen_tokens.clear()
-                state = self._restarted(state, window_end)
+                state = restarted
                 await ctx.store.save_position(state)
             ctx.state = state
             if state.window_end is None:
@@ -133,15 +138,16 @@ class WindowedPages:
         return max(min(MIN_WINDOW_SECS, ceiling), min(span, ceiling))
 
     def _restarted(self, state: StreamState, window_end: int) -> StreamState:
-        """The window to page again after a restart: from the same start, ending sooner when this attempt
-        already read more than a sized window holds, so a window that keeps failing re-reads less."""
+        """The window to page again after a restart: from the same start, at most half as long (and no
+        longer than a sized window at the density this attempt read), so a window whose page tokens
+        keep expiring shrinks until it can be paged before they do."""
         records, newest = self._records, self._newest
         self._records, self._newest = 0, None
         restarted = state.restart_window()
-        if newest is None or newest <= state.window_start:
-            return restarted
-        span = self._sized_span(records, newest - state.window_start)
-        self._span = span
+        span = max(MIN_WINDOW_SECS, (window_end - state.window_start) // 2)
+        if newest is not None and newest > state.window_start:
+            span = min(span, self._sized_span(records, newest - state.window_start))
+            self._span = span
         end = state.window_start + span
         return replace(restarted, window_end=end) if end < window_end else restarted
 

@@ -30,7 +30,7 @@ async def test_ten_sigkills_lose_nothing_and_duplicate_at_most_a_batch_each(
 ) -> None:
     """Killed 10 times mid-run, then finished with --once: every event delivered, dupes <= 1 batch per kill."""
     sim = await make_sim(rate_limit=4, rate_window_ms=1000)
-    records = seed(sim, 2500, days=2)  # enough that the tenth kill still lands before the end
+    records = seed(sim, 4000, days=2)  # enough that the tenth kill still lands before the end
     # Small batches, fsync on: delivery runs alongside collection, so kills land in both.
     config = write_config(tmp_path, sim.base_url, account={"page_size": 50}, sink={"batch_max_events": BATCH})
     out, log = tmp_path / "out", tmp_path / "collector.log"
