@@ -39,10 +39,6 @@ class _Page(NamedTuple):
     times: list[int]
     docs: list[bytes]
 
-    @property
-    def last_seq(self) -> int:
-        return self.first_seq + len(self.docs) - 1
-
 
 _PAGE_COLUMNS = "first_seq, keys, times, docs"
 
@@ -52,10 +48,10 @@ def _decode(row: Sequence[Any]) -> _Page:
     return _Page(int(row[0]), orjson.loads(row[1]), orjson.loads(row[2]), bytes(row[3]).split(b"\n"))
 
 
-async def append_page(db: Connection, stream_id: int, keys: list[str], times: list[int], docs: list[bytes]) -> int:
-    """Spool one page's new events inside the caller's transaction; the number of bytes added."""
+async def append_page(db: Connection, stream_id: int, keys: list[str], times: list[int], docs: list[bytes]) -> None:
+    """Spool one page's new events inside the caller's transaction."""
     if not docs:
-        return 0
+        return
     size = sum(map(len, docs))
     await db.execute(
         "INSERT INTO spool (first_seq, stream_id, events, bytes, keys, times, docs) "
@@ -64,7 +60,6 @@ async def append_page(db: Connection, stream_id: int, keys: list[str], times: li
     )
     await db.execute("UPDATE meta SET value = value + ? WHERE key = 'spool_last_seq'", (len(docs),))
     await db.execute("UPDATE meta SET value = value + ? WHERE key = 'spool_bytes'", (size,))
-    return size
 
 
 class Spool(Database):
@@ -141,7 +136,7 @@ class Spool(Database):
                 if cut + events - usage.first_seq + 1 <= excess_events or freed + size <= excess_bytes:
                     cut, freed = first + events - 1, freed + size  # all of this page has to go
                     continue
-                page = _decode(await _page_row(db, first))  # only part of it: event by event
+                page = await _read_page(db, first)  # only part of it: event by event
                 for i, doc in enumerate(page.docs):
                     if cut - usage.first_seq + 1 >= excess_events and freed >= excess_bytes:
                         break
@@ -204,10 +199,10 @@ async def _usage(db: Connection, *, per_event: bool = False) -> SpoolUsage:
     return SpoolUsage(last - int(row[0]) + 1, int(row[2] or 0), int(row[0]), last)
 
 
-async def _page_row(db: Connection, first_seq: int) -> Sequence[Any]:
+async def _read_page(db: Connection, first_seq: int) -> _Page:
     row = await (await db.execute(f"SELECT {_PAGE_COLUMNS} FROM spool WHERE first_seq = ?", (first_seq,))).fetchone()  # noqa: S608
     assert row is not None
-    return tuple(row)
+    return _decode(row)
 
 
 async def _delete_through(db: Connection, seq: int) -> None:
@@ -230,7 +225,7 @@ async def _delete_through(db: Connection, seq: int) -> None:
         await db.execute("DELETE FROM spool WHERE first_seq = ?", (holding,))
         freed += size
     else:  # cut it to the events still owed: the page now starts at seq + 1
-        page = _decode(await _page_row(db, holding))
+        page = await _read_page(db, holding)
         keep = seq + 1 - holding
         docs = page.docs[keep:]
         left = sum(map(len, docs))
