@@ -85,13 +85,12 @@ class Poller:
                     return True
                 continue
             except ApiError as error:
-                self.client.page_done(self.spec.name)
                 await self._failed(error)
             except StoreError:
                 raise  # the state store is gone: every stream is, and the process exits with its code
             except Exception as exc:  # a bug one answer triggers must not stop the other streams
-                self.client.page_done(self.spec.name)
                 await self._crashed(exc)
+            self.client.page_done(self.spec.name)  # a failed page holds no permit while the stream waits
             if self.once_until is not None:
                 return False
             await self.sleep(account.fatal_retry_secs)
