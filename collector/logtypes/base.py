@@ -56,6 +56,7 @@ __all__ = [
     "dedup_key",
     "email_direction",
     "email_fields",
+    "envelope",
     "file_extension",
     "ip_or_none",
     "kept_raw",
@@ -246,13 +247,7 @@ def build_event(log_type: LogType, record: Any, account: str, fallback_time: int
     own_event = specific.pop("event", None)
     if own_event:
         event.update(own_event)
-    doc: JsonDict = {
-        "@timestamp": timestamp,
-        "ecs": {"version": ECS_VERSION},
-        "event": event,
-        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
-        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
-    }
+    doc = envelope(log_type, account, timestamp, event)
     doc.update(specific)
     doc["mimecast"] = dict(record)  # a copy: the event must not share the page's record
     return Event(key, epoch, doc)
@@ -270,20 +265,27 @@ def kept_raw(
 ) -> Event:
     """A record (or a line that is no record) delivered as it came, tagged, with why it was not normalized."""
     key = key if key is not None else dedup_key(record, None)
-    doc = {
-        "@timestamp": ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC)),
-        "ecs": {"version": ECS_VERSION},
-        "event": {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"},
-        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
-        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
-        "tags": [NORMALIZE_ERROR_TAG, *tags],
-        "error": {"message": message[:500]},
-        "mimecast": dict(record) if isinstance(record, Mapping) else {"raw": record},
-    }
+    timestamp = ecs_timestamp(datetime.fromtimestamp(fallback_time, UTC))
+    event: JsonDict = {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"}
+    doc = envelope(log_type, account, timestamp, event)
+    doc["tags"] = [NORMALIZE_ERROR_TAG, *tags]
+    doc["error"] = {"message": message[:500]}
+    doc["mimecast"] = dict(record) if isinstance(record, Mapping) else {"raw": record}
     return Event(key, fallback_time, doc, normalized=False)
 
 
-# "2015-11-25T14:49:18+00:00" (held release logs): canonical, so fromisoformat reads it as written.
+def envelope(log_type: LogType, account: str, timestamp: str, event: JsonDict) -> JsonDict:
+    """The fields every event document starts with, in this order, built fresh for each event (a
+    shared dict would let one consumer's edit show in every event)."""
+    return {
+        "@timestamp": timestamp,
+        "ecs": {"version": ECS_VERSION},
+        "event": event,
+        "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
+        "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
+    }
+
+
 # 2024-11-13T13:03:11+0000 (the API's form) or ...+00:00: calendar dates only. The shape is checked,
 # not just the length: fromisoformat also takes ISO week dates (2024-W46-3T...), whose text is no
 # valid @timestamp, and those go through the slow path, which normalizes them.

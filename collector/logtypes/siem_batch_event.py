@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from collector.logtypes.base import (
-    ECS_VERSION,
     Event,
     JsonDict,
     LogType,
     _epoch_ms_time,
+    envelope,
     kept_raw,
     record_key,
 )
@@ -41,13 +41,7 @@ def line_event(log_type: LogType, record: dict[str, Any], account: str, fallback
     event: JsonDict = {"dataset": log_type.dataset, "module": "mimecast", "id": key, "kind": "event"}
     try:
         epoch, timestamp = epoch_ms_time(record[log_type.time_field])
-        doc: JsonDict = {
-            "@timestamp": timestamp,
-            "ecs": {"version": ECS_VERSION},
-            "event": event,
-            "observer": {"vendor": "Mimecast", "product": "Mimecast Email Security"},
-            "labels": {"mimecast_account": account, "mimecast_log_type": log_type.name},
-        }
+        doc = envelope(log_type, account, timestamp, event)
         fill(record, doc)
     except Exception as exc:
         return kept_raw(log_type, record, account, fallback_time, f"{type(exc).__name__}: {exc}", key=key)
