@@ -27,12 +27,12 @@ from collector.service.app import (
     EXIT_SOFTWARE,
     Collector,
     StartupError,
-    StateLock,
     check_sinks,
     register_config_secrets,
 )
 from collector.service.status import render_status, status_report
 from collector.state.db import StoreError
+from collector.state.lock import StateLock
 from collector.state.store import Store
 from collector.timeutil import iso
 

@@ -14,8 +14,8 @@ import pytest
 from collector.cli import main
 from collector.config import load_config
 from collector.logtypes import DEFAULT_STREAMS
-from collector.service.app import StateLock
 from collector.simulator import FakeMimecast
+from collector.state.lock import StateLock
 from tests.helpers import SIM, account_options, delivered_ids, expected_ids, run_cli, seed, table, write_config
 from tests.test_end_to_end import run_once
 

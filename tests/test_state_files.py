@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from collector.logtypes.base import Event
-from collector.service.app import StateLock
 from collector.state.db import StoreError
+from collector.state.lock import StateLock
 from collector.state.store import Store
 
 # A crashed collector of an older version, run under umask 022: the state, -wal and -shm stay behind, 0644.

@@ -26,8 +26,9 @@ from collector.logs import get_logger, redact
 from collector.logtypes import CursorKind, Event
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
 from collector.service.telemetry import Telemetry
+from collector.state.base import StateStore
 from collector.state.db import StoreError
-from collector.state.store import PageResult, Store, StreamState
+from collector.state.store import PageResult, StreamState
 
 __all__ = ["STRATEGIES", "Poller", "StreamSpec"]
 
@@ -46,7 +47,7 @@ class Poller:
         self,
         spec: StreamSpec,
         client: MimecastClient,
-        store: Store,
+        store: StateStore,
         telemetry: Telemetry,
         *,
         on_commit: Callable[[], None] = lambda: None,

@@ -17,7 +17,8 @@ from collector.api.files import FileHost
 from collector.collect.spec import StreamSpec
 from collector.logtypes import Event
 from collector.service.telemetry import Telemetry
-from collector.state.store import PageResult, Store, StreamState
+from collector.state.base import StateStore
+from collector.state.store import PageResult, StreamState
 
 #: Keys of a cursor that hold an API token: ``status`` shows only whether one is held, as for page tokens.
 CURSOR_TOKEN_KEYS = frozenset({"token", "page", "next"})
@@ -29,7 +30,7 @@ class StreamContext(Protocol):
     spec: StreamSpec
     client: MimecastClient
     files: FileHost | None  # the batch-file downloader (no API credentials); None where not needed
-    store: Store
+    store: StateStore
     telemetry: Telemetry
     log: Any  # a bound structlog logger carrying stream=<account/log type>
     clock: Callable[[], float]

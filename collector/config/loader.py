@@ -77,7 +77,10 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_sec
     reject_unknown(doc, ["state", "service", "accounts", "sinks"], "config")
     config = Config(
         source=path,
-        state=build(StateConfig, _table(doc, "state", "state"), "state", ctx),
+        # The state password is read even for status and reset: with PostgreSQL they need it.
+        state=build(
+            StateConfig, _table(doc, "state", "state"), "state", dataclasses.replace(ctx, resolve_secrets=True)
+        ),
         service=build(ServiceConfig, _table(doc, "service", "service"), "service", ctx),
         accounts=tuple(_account(name, table, ctx) for name, table in _named_tables(doc, "accounts", "[accounts.acme]")),
         sinks=tuple(_sink(name, table, ctx) for name, table in _named_tables(doc, "sinks", "[sinks.local]")),

@@ -7,13 +7,16 @@ in step.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, WRITE_FILE, Secret, option
 from collector.config.sinks import SinkSettings
+from collector.logs import mask_url_credentials
 from collector.logtypes import DEFAULT_STREAMS, LOG_TYPES
 
 DAY = 86_400
@@ -40,6 +43,53 @@ class StateConfig:
     max_spool_bytes: int = option(1 << 30, min=0, max=1 << 50, doc="spool high-water mark in bytes; 0 = none")
     max_spool_events: int = option(0, min=0, max=1 << 40, doc="spool high-water mark in events; 0 = none")
     when_full: str = option("block", choices=("block", "drop_oldest"), doc="what a full spool does")
+    # PostgreSQL: state shared by replicas (README: Running more than one). `path` is then unused.
+    backend: str = option("sqlite", choices=("sqlite", "postgresql"), doc="where state lives")
+    url: str | None = option(None, doc="postgresql://user@host:5432/db (sslmode and the like as ?query)")
+    password: Secret | None = option(None, secret=True)
+    schema: str = option("mimecast_collector", doc="PostgreSQL schema the collector creates and owns")
+    lease_secs: float = option(30.0, min=3, max=3600, doc="a replica's lease on a stream or sink expires after")
+    node: str | None = option(None, doc="this replica's name in leases and status; default host name + pid")
+
+    def __post_init__(self) -> None:
+        if self.backend == "sqlite":
+            return
+        check_postgres_url(self.url)
+        if not _IDENTIFIER.fullmatch(self.schema):
+            raise ConfigError(
+                "state.schema",
+                f"{self.schema!r} is not a plain identifier",
+                'use letters, digits and _, e.g. "mimecast_collector"',
+            )
+        if self.node is not None and not _NODE.fullmatch(self.node):
+            raise ConfigError(
+                "state.node", f"{self.node!r} is not a node name", "use 1-100 letters, digits, '.', '_' or '-'"
+            )
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_NODE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_postgres_url(url: str | None) -> None:
+    """A ConfigError for state.url unless it is a postgresql:// URL with a host and a database, and
+    no password in it (it would show wherever the URL does: the password has options of its own)."""
+    example = 'write e.g. "postgresql://collector@db.example:5432/collector"'
+    if url is None:
+        raise ConfigError("state.url", 'backend = "postgresql" needs a url', example)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError("state.url", f"{mask_url_credentials(url)!r} is not a postgresql:// URL", example)
+    if parts.password is not None:
+        raise ConfigError(
+            "state.url", "a password is not allowed in the URL", "put it in state.password_file or state.password"
+        )
+    if not parts.path.strip("/") or port == 0:
+        raise ConfigError("state.url", "the URL names no database", example)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from collector.config.model import StateConfig
 from collector.delivery.dispatcher import SpoolSignal
 from collector.logs import get_logger
 from collector.service.telemetry import Telemetry
+from collector.state.base import StateStore
 from collector.state.spool import SpoolUsage
-from collector.state.store import Store
 
 CHECK_EVERY_SECS = 1.0
 
@@ -23,7 +23,7 @@ CHECK_EVERY_SECS = 1.0
 class SpoolGate:
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         state: StateConfig,
         telemetry: Telemetry,
         acked: SpoolSignal,

@@ -21,9 +21,9 @@ from collector.encodings.formats import ENCODERS
 from collector.logs import get_logger, redact
 from collector.service.telemetry import Telemetry
 from collector.sinks.base import Acknowledging, OutEvent, Reopenable, Sink, SinkError, SinkSettings
+from collector.state.base import StateStore
 from collector.state.db import StoreError
 from collector.state.spool import SpoolRow
-from collector.state.store import Store
 from collector.timeutil import backoff_secs
 
 IDLE_POLL_SECS = 1.0
@@ -50,7 +50,7 @@ class Dispatcher:
         self,
         settings: SinkSettings,
         sink: Sink,
-        store: Store,
+        store: StateStore,
         telemetry: Telemetry,
         signal: SpoolSignal,
         *,

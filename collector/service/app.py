@@ -12,7 +12,6 @@ to its very end, so one arriving while starting or shutting down never kills the
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import functools
 import os
 import signal
@@ -20,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,18 +32,21 @@ from collector.api.inflight import PageGate
 from collector.api.pacer import PacerRegistry
 from collector.collect.poller import Poller, StreamSpec
 from collector.config.errors import CollectorError
-from collector.config.model import AccountConfig, Config
+from collector.config.model import AccountConfig, Config, StateConfig
 from collector.config.options import Secret
 from collector.delivery.backpressure import SpoolGate
 from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logs import get_logger, redact, register_secret
 from collector.logtypes import COMPILED
 from collector.service.health import HealthServer
+from collector.service.ownership import LeaseOwnership, Ownership, SoleOwner
 from collector.service.systemd import Notifier
 from collector.service.telemetry import Telemetry
 from collector.sinks import SinkContext, create_sink
 from collector.sinks.base import SinkError, SinkSettings
-from collector.state.db import StoreError, create_private, narrow_mode
+from collector.state.base import StateStore
+from collector.state.lock import StateLock
+from collector.state.pg_store import PostgresStore
 from collector.state.store import Store
 from collector.timeutil import iso
 
@@ -66,49 +67,6 @@ class RunResult:
     failed_streams: list[str] = field(default_factory=list)
 
 
-class StateLock:
-    """An exclusive lock beside the state file: one collector (or reset) per state at a time.
-
-    Both the lock and the database go by the state file's real path (symlinks resolved), so a second
-    instance that names the same file through a symlink or another relative spelling meets the same
-    lock instead of writing beside the first. Open the database at :attr:`state_path`.
-    """
-
-    def __init__(self, state_path: Path) -> None:
-        self.state_path = Path(os.path.realpath(state_path))
-        self.path = self.state_path.with_name(self.state_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = create_private(self.path, follow=False)
-            except FileExistsError:  # never through a symlink planted in its place
-                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                try:
-                    narrow_mode(self.path, fd)
-                except OSError:
-                    os.close(fd)
-                    raise
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create lock file {self.path}: {exc.strerror}; check that the state directory "
-                "exists and is writable by this user"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(f"another collector is using {self.state_path}; stop it first (state lock held)") from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
 def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
     async def shielded() -> None:
         with anyio.CancelScope(shield=True):
@@ -119,7 +77,7 @@ def _shielded(close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[No
 
 def register_config_secrets(config: Config) -> None:
     """Every secret in the config is masked in logs from now on."""
-    holders: list[AccountConfig | SinkSettings] = [*config.accounts, *config.sinks]
+    holders: list[AccountConfig | SinkSettings | StateConfig] = [config.state, *config.accounts, *config.sinks]
     for holder in holders:  # every Secret field, so one added later cannot be forgotten here
         for f in dataclasses.fields(holder):
             value = getattr(holder, f.name)
@@ -176,6 +134,7 @@ class Collector:
         self.notifier = notifier or Notifier()
         self.health: HealthServer | None = None
         self.ready = anyio.Event()
+        self.ownership: Ownership = SoleOwner()
         self._stop_requested = anyio.Event()
         self._hangups: AsyncIterator[signal.Signals] | None = None
         self._log = get_logger()
@@ -188,11 +147,7 @@ class Collector:
         async with AsyncExitStack() as stack:
             if self.handle_signals:  # first in, last out: see the module docstring
                 self._hangups = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP))
-            lock = StateLock(self.config.state.path)
-            lock.acquire()
-            stack.callback(lock.release)
-            store = await Store.open(lock.state_path, synchronous=self.config.state.synchronous)
-            stack.push_async_callback(store.close)
+            store = await self._open_store(stack)
             self.telemetry.record_waiting = store.record_waiting  # so `status` can show a stream held back
             signal_, acked = SpoolSignal(), SpoolSignal()
             self.dispatchers = await self._dispatchers(stack, store, signal_, acked)
@@ -201,7 +156,7 @@ class Collector:
                 self.config.state,
                 self.telemetry,
                 acked,
-                lambda: {d.settings.name: d.offset for d in self.dispatchers},
+                lambda: {d.settings.name: d.offset for d in self.dispatchers if self._holds("sink", d.settings.name)},
             )
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
@@ -219,8 +174,18 @@ class Collector:
                 )
             )
             self.pollers = self._pollers(session, files_session, store, signal_, gate)
+            if isinstance(store, PostgresStore):
+                items = {"stream": [p.spec.name for p in self.pollers], "sink": [s.name for s in self.config.sinks]}
+                lease_secs = self.config.state.lease_secs
+                self.ownership = LeaseOwnership(store, items, self.telemetry, lease_secs=lease_secs, once=self.once)
             if self.config.service.listen:
-                self.health = HealthServer(self.config.service.listen, self.telemetry, lambda: self.pollers, self.clock)
+                self.health = HealthServer(
+                    self.config.service.listen,
+                    self.telemetry,
+                    lambda: [p for p in self.pollers if self._holds("stream", p.spec.name)],
+                    self.clock,
+                    standby_ok=isinstance(store, PostgresStore),  # a replica may own nothing for now
+                )
                 try:
                     await self.health.start()
                 except OSError as exc:
@@ -235,8 +200,27 @@ class Collector:
             finally:
                 self.notifier.notify("STOPPING=1")
 
+    async def _open_store(self, stack: AsyncExitStack) -> StateStore:
+        """SQLite behind an exclusive lock file, or PostgreSQL shared with other replicas."""
+        state = self.config.state
+        store: StateStore
+        if state.backend == "postgresql":
+            pg = await PostgresStore.connect(state)  # waits for a database that is not up yet
+            pg.on_availability = self.telemetry.state_availability
+            store = pg
+        else:
+            lock = StateLock(state.path)
+            lock.acquire()
+            stack.callback(lock.release)
+            store = await Store.open(lock.state_path, synchronous=state.synchronous)
+        stack.push_async_callback(store.close)
+        return store
+
+    def _holds(self, kind: str, name: str) -> bool:
+        return self.ownership.holds(kind, name)
+
     async def _dispatchers(
-        self, stack: AsyncExitStack, store: Store, signal_: SpoolSignal, acked: SpoolSignal
+        self, stack: AsyncExitStack, store: StateStore, signal_: SpoolSignal, acked: SpoolSignal
     ) -> list[Dispatcher]:
         names = [settings.name for settings in self.config.sinks]
         dispatchers = []
@@ -256,7 +240,7 @@ class Collector:
         self,
         session: aiohttp.ClientSession,
         files_session: aiohttp.ClientSession,
-        store: Store,
+        store: StateStore,
         signal_: SpoolSignal,
         gate: SpoolGate,
     ) -> list[Poller]:
@@ -306,6 +290,7 @@ class Collector:
                 async with anyio.create_task_group() as tg:
                     for poller in self.pollers:
                         tg.start_soon(self._run_poller, poller, results)
+            await self.ownership.release_all("stream")  # another replica may go on at once
             collection_done.set()  # dispatchers now drain what is spooled, then return
 
         async def stop_on_request() -> None:
@@ -317,6 +302,7 @@ class Collector:
             delivery.deadline = anyio.current_time() + grace
 
         async with anyio.create_task_group() as outer:
+            outer.start_soon(self.ownership.run)
             outer.start_soon(collect)
             outer.start_soon(stop_on_request)
             outer.start_soon(self.notifier.watchdog)
@@ -328,14 +314,22 @@ class Collector:
             with delivery:
                 async with anyio.create_task_group() as tg:
                     for dispatcher in self.dispatchers:
-                        tg.start_soon(functools.partial(dispatcher.run, until_drained=collection_done))
+                        deliver = functools.partial(dispatcher.run, until_drained=collection_done)
+                        tg.start_soon(
+                            functools.partial(
+                                self.ownership.owned, "sink", dispatcher.settings.name, deliver, until=collection_done
+                            )
+                        )
+            await self.ownership.leave()
             outer.cancel_scope.cancel()
         failed = sorted(name for name, ok in results.items() if not ok)
         self._summary(failed, drained=not delivery.cancel_called)
         return RunResult(EXIT_STREAM_FAILED if failed else EXIT_OK, failed)
 
     async def _run_poller(self, poller: Poller, results: dict[str, bool]) -> None:
-        results[poller.spec.name] = await poller.run()
+        result = await self.ownership.owned("stream", poller.spec.name, poller.run)
+        if result is not None:  # None: another replica runs it
+            results[poller.spec.name] = result
 
     async def _signals(self, delivery: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:

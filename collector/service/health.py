@@ -32,7 +32,11 @@ def stale_after_secs(poller: Poller) -> float:
     return 2 * account.poll_interval_secs + account.request_timeout_secs + account.retry_max_secs
 
 
-def readiness(pollers: Sequence[Poller], telemetry: Telemetry, now: float) -> dict[str, Any]:
+def readiness(
+    pollers: Sequence[Poller], telemetry: Telemetry, now: float, *, standby_ok: bool = False
+) -> dict[str, Any]:
+    """Ready when every stream is; with ``standby_ok`` (replicas: ``pollers`` are the ones this one
+    owns) also when it owns none. Never while the state database does not answer."""
     streams = {}
     for poller in pollers:
         health = telemetry.health(poller.spec.account.name, poller.spec.log_type.name)
@@ -51,7 +55,12 @@ def readiness(pollers: Sequence[Poller], telemetry: Telemetry, now: float) -> di
                 or ("no successful API call yet" if age is None else "no successful API call recently")
             )
         streams[poller.spec.name] = entry
-    return {"ready": bool(streams) and all(s["ready"] for s in streams.values()), "streams": streams}
+    state_up = telemetry.state_available
+    ready = (bool(streams) or standby_ok) and all(s["ready"] for s in streams.values()) and state_up
+    report: dict[str, Any] = {"ready": ready, "streams": streams}
+    if not state_up:
+        report["state"] = "unavailable"
+    return report
 
 
 class HealthServer:
@@ -61,7 +70,10 @@ class HealthServer:
         telemetry: Telemetry,
         pollers: Callable[[], Sequence[Poller]],
         clock: Callable[[], float] = time.time,
+        *,
+        standby_ok: bool = False,
     ) -> None:
+        self._standby_ok = standby_ok
         self._host, self._port = parse_listen(listen)
         self._telemetry = telemetry
         self._pollers = pollers
@@ -89,7 +101,7 @@ class HealthServer:
         return _json(200, {"status": "ok"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        report = readiness(self._pollers(), self._telemetry, self._clock())
+        report = readiness(self._pollers(), self._telemetry, self._clock(), standby_ok=self._standby_ok)
         return _json(200 if report["ready"] else 503, report)
 
     async def _metrics(self, _: web.Request) -> web.Response:

@@ -10,11 +10,11 @@ import orjson
 from collector.collect import stream_labels
 from collector.collect.strategy import CURSOR_TOKEN_KEYS
 from collector.config.model import Config
-from collector.state.store import Store
+from collector.state.base import StateStore
 from collector.timeutil import iso
 
 
-async def status_report(config: Config, store: Store, *, now: float) -> dict[str, Any]:
+async def status_report(config: Config, store: StateStore, *, now: float) -> dict[str, Any]:
     saved = {(s["account"], s["log_type"]): s for s in await store.streams()}
     streams = []
     for account in config.accounts:

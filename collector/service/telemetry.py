@@ -119,6 +119,13 @@ class Telemetry:
             ("sink",),
             registry=r,
         )
+        # Several replicas on PostgreSQL (README: Running more than one).
+        self.state_up = Gauge(
+            "mimecast_state_up", "1 while the state database answers, 0 while it does not", registry=r
+        )
+        self.state_up.set(1)
+        self.state_available = True
+        self.owned = Gauge("mimecast_owned", "Streams and sinks this replica holds the lease of", ("kind",), registry=r)
         self.streams: dict[tuple[str, str], StreamHealth] = {}
         self.record_waiting: WaitingRecorder | None = None
 
@@ -162,6 +169,11 @@ class Telemetry:
     def spool_usage(self, events: int, size_bytes: int) -> None:
         self.spool_events.set(events)
         self.spool_bytes.set(size_bytes)
+
+    def state_availability(self, up: bool) -> None:
+        """The state database answers again (True) or stopped answering (False)."""
+        self.state_available = up
+        self.state_up.set(1 if up else 0)
 
     def sample(self, name: str, **labels: str) -> float:
         """Current value of one sample, e.g. ``sample("mimecast_events_spooled_total", account=..)``."""

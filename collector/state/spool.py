@@ -31,7 +31,7 @@ class SpoolRow(NamedTuple):  # a tuple: thousands are built per second, dataclas
     log_type: str = ""
 
 
-class _Page(NamedTuple):
+class Page(NamedTuple):
     """One spooled page, decoded: events first_seq .. first_seq + len(docs) - 1."""
 
     first_seq: int
@@ -43,9 +43,21 @@ class _Page(NamedTuple):
 _PAGE_COLUMNS = "first_seq, keys, times, docs"
 
 
-def _decode(row: Sequence[Any]) -> _Page:
+def decode_page(row: Sequence[Any]) -> Page:
     # JSON never holds a raw newline (orjson escapes them), so the documents split on it safely.
-    return _Page(int(row[0]), orjson.loads(row[1]), orjson.loads(row[2]), bytes(row[3]).split(b"\n"))
+    return Page(int(row[0]), orjson.loads(row[1]), orjson.loads(row[2]), bytes(row[3]).split(b"\n"))
+
+
+def take_page(out: list[SpoolRow], row: Sequence[Any], after: int, limit: int) -> None:
+    """Append to ``out`` the events of one spool row (first_seq, keys, times, docs, account, log_type)
+    with seq > ``after``, until ``out`` holds ``limit``."""
+    page = decode_page(row)
+    account, log_type = row[4], row[5]
+    skip = max(0, after + 1 - page.first_seq)
+    stop = min(len(page.docs), skip + limit - len(out))
+    seq = page.first_seq
+    keys, times, docs = page.keys, page.times, page.docs
+    out.extend([SpoolRow(seq + i, keys[i], times[i], docs[i], account, log_type) for i in range(skip, stop)])
 
 
 async def append_page(db: Connection, stream_id: int, keys: list[str], times: list[int], docs: list[bytes]) -> None:
@@ -88,15 +100,7 @@ class Spool(Database):
                 row = await cursor.fetchone()
                 if row is None:
                     break
-                page = _decode(row)
-                account, log_type = row[4], row[5]
-                skip = max(0, after + 1 - page.first_seq)
-                stop = min(len(page.docs), skip + limit - len(out))
-                seq = page.first_seq
-                keys, times, docs = page.keys, page.times, page.docs
-                out.extend(
-                    [SpoolRow(seq + i, keys[i], times[i], docs[i], account, log_type) for i in range(skip, stop)]
-                )
+                take_page(out, row, after, limit)
         return out
 
     async def ack(self, name: str, offset: int, delivered: int, *, now: float, sinks: Iterable[str]) -> None:
@@ -193,16 +197,21 @@ _USAGE_PER_EVENT = (  # schema 4 and older, for a read-only status beside an old
 async def _usage(db: Connection, *, per_event: bool = False) -> SpoolUsage:
     row = await (await db.execute(_USAGE_PER_EVENT if per_event else _USAGE)).fetchone()
     assert row is not None
-    last = int(row[1] or 0)
-    if row[0] is None:
+    return usage_of(row[0], row[1], row[2])
+
+
+def usage_of(first_seq: int | None, last_seq: int | None, size: int | None) -> SpoolUsage:
+    """The usage of a spool whose lowest page starts at ``first_seq`` (None: empty)."""
+    last = int(last_seq or 0)
+    if first_seq is None:
         return SpoolUsage(0, 0, last + 1, last)
-    return SpoolUsage(last - int(row[0]) + 1, int(row[2] or 0), int(row[0]), last)
+    return SpoolUsage(last - int(first_seq) + 1, int(size or 0), int(first_seq), last)
 
 
-async def _read_page(db: Connection, first_seq: int) -> _Page:
+async def _read_page(db: Connection, first_seq: int) -> Page:
     row = await (await db.execute(f"SELECT {_PAGE_COLUMNS} FROM spool WHERE first_seq = ?", (first_seq,))).fetchone()  # noqa: S608
     assert row is not None
-    return _decode(row)
+    return decode_page(row)
 
 
 async def _delete_through(db: Connection, seq: int) -> None:

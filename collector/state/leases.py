@@ -1,0 +1,194 @@
+"""The lease rows: who owns each stream and sink, at which epoch, renewed when.
+
+All times are the database server's (``now()``), so replicas' clocks never have to agree. A lease
+is free when its node is NULL (released) or it was not renewed for ``lease_secs``; taking it adds
+one to its epoch, which fences the previous owner (collector/state/pg_store.py). ``nodes`` holds a
+heartbeat per replica, written before its renewals, so a replica counts as gone no later than its
+leases expire, and the survivors' fair share grows in the same round that frees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from collector.state.pg import Conn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Lease:
+    kind: str
+    name: str
+    node: str | None
+    epoch: int
+    age_secs: float | None  # since its last renewal; None when never held
+
+
+class LeaseTable:
+    """Lease operations of :class:`~collector.state.pg_store.PostgresStore` (mixed in; one connection pool)."""
+
+    node: str
+
+    if TYPE_CHECKING:  # provided by PgDatabase
+
+        async def run(self, operation: Callable[[Conn], Awaitable[T]], *, write: bool = True) -> T: ...
+
+    async def heartbeat(self, lease_secs: float) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO nodes (node, started_at, heartbeat_at, lease_secs) VALUES ($1, now(), now(), $2) "
+                "ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), lease_secs = excluded.lease_secs",
+                self.node,
+                lease_secs,
+            )
+            # Replicas that went away long ago would only make the nodes table grow.
+            await conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '7 days'")
+
+        await self.run(op)
+
+    async def live_nodes(self) -> int:
+        async def op(conn: Conn) -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM nodes WHERE heartbeat_at >= now() - make_interval(secs => lease_secs) "
+                    "OR node = $1",
+                    self.node,
+                )
+            )
+
+        return await self.run(op, write=False)
+
+    async def add_items(self, kind: str, names: Sequence[str]) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO leases (kind, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                kind,
+                list(names),
+            )
+
+        await self.run(op)
+
+    async def renew(self, held: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
+        """Renew every lease in ``held`` this node still has at that epoch; the ones renewed."""
+        if not held:
+            return set()
+        kinds, names, epochs = zip(*((k, n, e) for (k, n), e in held.items()), strict=True)
+
+        async def op(conn: Conn) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                "UPDATE leases l SET renewed_at = now() "
+                "FROM unnest($2::text[], $3::text[], $4::bigint[]) AS h(kind, name, epoch) "
+                "WHERE l.kind = h.kind AND l.name = h.name AND l.epoch = h.epoch AND l.node = $1 "
+                "RETURNING l.kind, l.name",
+                self.node,
+                list(kinds),
+                list(names),
+                list(epochs),
+            )
+
+        return {(row[0], row[1]) for row in await self.run(op)}
+
+    async def claim(self, kind: str, names: Sequence[str], count: int, lease_secs: float) -> dict[str, int]:
+        """Take up to ``count`` of ``names`` that are free or expired: {name: new epoch}.
+
+        Rows locked by a commit in flight are skipped this round. Each node tries them in its own
+        order (a hash of name and node), so replicas claiming at once mostly take different ones.
+        """
+        if count <= 0 or not names:
+            return {}
+
+        async def op(conn: Conn) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                "WITH free AS (SELECT kind, name FROM leases WHERE kind = $2 AND name = ANY($4::text[]) "
+                "AND (node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => $3)) "
+                "ORDER BY md5(name || $1) LIMIT $5 FOR UPDATE SKIP LOCKED) "
+                "UPDATE leases l SET node = $1, epoch = l.epoch + 1, renewed_at = now() FROM free "
+                "WHERE l.kind = free.kind AND l.name = free.name RETURNING l.name, l.epoch",
+                self.node,
+                kind,
+                lease_secs,
+                list(names),
+                count,
+            )
+
+        return {row[0]: int(row[1]) for row in await self.run(op)}
+
+    async def release(self, kind: str, names: Sequence[str]) -> None:
+        """Give leases up at once (a clean stop, or more than a fair share): another node may take them."""
+        if not names:
+            return
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE leases SET node = NULL, renewed_at = NULL "
+                "WHERE node = $1 AND kind = $2 AND name = ANY($3::text[])",
+                self.node,
+                kind,
+                list(names),
+            )
+
+        await self.run(op)
+
+    async def leave(self) -> None:
+        """This node stops: everything it holds is free, and it no longer counts as live."""
+
+        async def op(conn: Conn) -> None:
+            await conn.execute("UPDATE leases SET node = NULL, renewed_at = NULL WHERE node = $1", self.node)
+            await conn.execute("DELETE FROM nodes WHERE node = $1", self.node)
+
+        await self.run(op)
+
+    async def next_expiry_secs(self, lease_secs: float) -> float | None:
+        """Seconds until the first lease held by another node expires (None: none held elsewhere)."""
+
+        async def op(conn: Conn) -> Any:
+            return await conn.fetchval(
+                "SELECT extract(epoch FROM min(renewed_at) + make_interval(secs => $2) - now())::float8 "
+                "FROM leases WHERE node IS NOT NULL AND node <> $1",
+                self.node,
+                lease_secs,
+            )
+
+        value = await self.run(op, write=False)
+        return None if value is None else float(value)
+
+    async def leases(self) -> list[Lease]:
+        async def op(conn: Conn) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                "SELECT kind, name, node, epoch, extract(epoch FROM now() - renewed_at)::float8 FROM leases "
+                "ORDER BY kind, name"
+            )
+
+        return [Lease(r[0], r[1], r[2], int(r[3]), r[4]) for r in await self.run(op, write=False)]
+
+    async def take_over(self, kind: str, name: str, lease_secs: float, *, force: bool) -> Lease | None:
+        """For ``reset``: fence the stream's owner (epoch + 1, free) unless a live node holds it and
+        not ``force``; returns the lease that blocks it, or None when the stream is now free."""
+
+        async def op(conn: Conn) -> Lease | None:
+            await conn.execute("INSERT INTO leases (kind, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, name)
+            row = await conn.fetchrow(
+                "SELECT kind, name, node, epoch, extract(epoch FROM now() - renewed_at)::float8, "
+                "(node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => $3)) "
+                "FROM leases WHERE kind = $1 AND name = $2 FOR UPDATE",
+                kind,
+                name,
+                lease_secs,
+            )
+            assert row is not None  # inserted above
+            if not row[5] and not force:
+                return Lease(row[0], row[1], row[2], int(row[3]), row[4])
+            await conn.execute(
+                "UPDATE leases SET node = NULL, renewed_at = NULL, epoch = epoch + 1 WHERE kind = $1 AND name = $2",
+                kind,
+                name,
+            )
+            return None
+
+        return await self.run(op)

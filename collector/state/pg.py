@@ -1,0 +1,268 @@
+"""The PostgreSQL database under the shared state: pool, schema, and what an outage does.
+
+Every operation is one function of a connection, run by :meth:`PgDatabase.run`, in a transaction
+unless it only reads. When the server is unreachable or restarting, ``run`` waits and tries again
+with backoff (1 s doubling to 30 s), logging ``state_unavailable`` once and ``state_available`` on
+recovery: pollers and sinks simply wait inside their commit, so nothing is fetched that could not be
+kept, and nothing is lost. A retried commit is harmless: its dedup keys are there or not, with the
+position, in one transaction. Errors that waiting cannot fix (a wrong password, no such database,
+no right to create the schema) are a :class:`StoreError` naming the fix, as for SQLite.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Self, TypeAlias, TypeVar
+
+import anyio
+import asyncpg
+
+from collector.config.model import StateConfig
+from collector.logs import get_logger, mask_url_credentials, redact
+from collector.state.base import LeaseLost
+from collector.state.db import StoreError
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+RETRY_FIRST_SECS = 1.0
+RETRY_MAX_SECS = 30.0
+COMMAND_TIMEOUT_SECS = 60.0  # one statement; a page commit takes milliseconds
+POOL_MAX = 8
+
+#: What waiting fixes: the server is down, restarting, refusing connections for now, or cut one of
+#: ours (a deadlock victim or a killed idle transaction is simply run again).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, the server's disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.exceptions.InvalidTransactionStateError,  # idle-in-transaction timeout killed the session
+)
+
+# Tables: as the SQLite file's (collector/state/db.py), plus what sharing needs. spool_head is the
+# one row every commit that spools updates last: its lock, held to COMMIT, hands out event numbers in
+# commit order, so a reader never sees seq n + 1 before seq n. leases and nodes: ownership.
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS streams (
+    id bigserial PRIMARY KEY,
+    account text NOT NULL,
+    log_type text NOT NULL,
+    window_start bigint NOT NULL,
+    window_end bigint,
+    page_token text,
+    events_total bigint NOT NULL DEFAULT 0,
+    last_success_at double precision,
+    last_error text,
+    last_error_at double precision,
+    fatal boolean NOT NULL DEFAULT false,
+    waiting_until double precision,
+    waiting_reason text,
+    endpoint_path text,
+    cursor text,
+    UNIQUE (account, log_type)
+);
+CREATE TABLE IF NOT EXISTS dedup (
+    stream_id bigint NOT NULL,
+    event_time bigint NOT NULL,
+    key text NOT NULL,
+    seen_until bigint NOT NULL,
+    PRIMARY KEY (stream_id, event_time, key)
+);
+CREATE TABLE IF NOT EXISTS spool (
+    first_seq bigint PRIMARY KEY,
+    stream_id bigint NOT NULL,
+    events integer NOT NULL,
+    bytes bigint NOT NULL,
+    keys bytea NOT NULL,
+    times bytea NOT NULL,
+    docs bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spool_head (
+    id integer PRIMARY KEY CHECK (id = 1),
+    last_seq bigint NOT NULL,
+    bytes bigint NOT NULL
+);
+INSERT INTO spool_head (id, last_seq, bytes) VALUES (1, 0, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS sinks (
+    name text PRIMARY KEY,
+    offset_seq bigint NOT NULL,
+    delivered_total bigint NOT NULL DEFAULT 0,
+    last_delivery_at double precision,
+    last_error text
+);
+CREATE TABLE IF NOT EXISTS leases (
+    kind text NOT NULL,  -- 'stream' (account/log_type) or 'sink'
+    name text NOT NULL,
+    node text,  -- NULL: free
+    epoch bigint NOT NULL DEFAULT 0,  -- +1 at every takeover: what fences the previous owner
+    renewed_at timestamptz,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node text PRIMARY KEY,
+    started_at timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    lease_secs double precision NOT NULL
+);
+"""
+
+
+class PgDatabase:
+    def __init__(self, pool: asyncpg.Pool, config: StateConfig) -> None:
+        self._pool = pool
+        self.config = config
+        self.schema = config.schema
+        self.where = describe_target(config)
+        self._log = get_logger()
+        self._down_since: float | None = None
+        #: Told True/False when the server comes back or goes away (telemetry: /readyz, metrics).
+        self.on_availability: Callable[[bool], None] = lambda up: None
+
+    @classmethod
+    async def connect(cls, config: StateConfig, *, create: bool = True, wait: bool = True) -> Self:
+        """Connect and (with ``create``) create or migrate the schema. With ``wait``, an unreachable
+        server is waited for (a collector started before its database); without, it is a StoreError."""
+        assert config.url is not None  # the config refuses backend = "postgresql" without a url
+        password = config.password.reveal() if config.password is not None else None
+        settings = {
+            "application_name": "mimecast-collector",
+            "search_path": config.schema,
+            # A replica frozen inside a transaction (SIGSTOP, a VM pause) must not hold row locks the
+            # new owner's takeover waits for: the server ends such a session after a third of a lease.
+            "idle_in_transaction_session_timeout": str(max(1000, int(config.lease_secs * 1000 / 3))),
+        }
+        delay = RETRY_FIRST_SECS
+        logged = False
+        while True:
+            try:
+                pool = await asyncpg.create_pool(
+                    config.url,
+                    password=password,
+                    min_size=1,
+                    max_size=POOL_MAX,
+                    command_timeout=COMMAND_TIMEOUT_SECS,
+                    server_settings=settings,
+                    timeout=10,
+                )
+                break
+            except TRANSIENT as exc:
+                if not wait:
+                    raise StoreError(
+                        f"cannot reach the state database {describe_target(config)}: {_reason(exc)}"
+                    ) from None
+                if not logged:
+                    get_logger().warning(
+                        "state_unavailable", database=describe_target(config), error=_reason(exc), retry_in_secs=delay
+                    )
+                    logged = True
+                await anyio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(RETRY_MAX_SECS, delay * 2)
+            except asyncpg.PostgresError as exc:
+                raise StoreError(describe_pg_failure(config, exc)) from None
+        if logged:
+            get_logger().info("state_available", database=describe_target(config))
+        db = cls(pool, config)
+        if create:
+            try:
+                await db.run(db._migrate)
+            except BaseException:
+                await pool.close()
+                raise
+        return db
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.fail_after(10):
+                    await self._pool.close()
+            except TimeoutError:
+                self._pool.terminate()
+
+    async def run(self, operation: Callable[[Conn], Awaitable[T]], *, write: bool = True) -> T:
+        """``operation`` on a pooled connection, in one transaction if ``write``; retried while the
+        server is unavailable (see the module docstring)."""
+        delay = RETRY_FIRST_SECS
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    if not write:
+                        result = await operation(conn)
+                    else:
+                        async with conn.transaction():
+                            result = await operation(conn)
+            except LeaseLost:
+                raise
+            except TRANSIENT as exc:
+                self._unavailable(exc, delay)
+                await anyio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(RETRY_MAX_SECS, delay * 2)
+                continue
+            except asyncpg.PostgresError as exc:
+                raise StoreError(describe_pg_failure(self.config, exc)) from None
+            if self._down_since is not None:
+                self._down_since = None
+                self._log.info("state_available", database=self.where)
+                self.on_availability(True)
+            return result
+
+    def _unavailable(self, exc: BaseException, delay: float) -> None:
+        if self._down_since is None:
+            self._down_since = anyio.current_time()
+            self._log.warning("state_unavailable", database=self.where, error=_reason(exc), retry_in_secs=delay)
+            self.on_availability(False)
+
+    async def _migrate(self, conn: Conn) -> None:
+        # One replica at a time: two starting together would race on CREATE TABLE IF NOT EXISTS.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"mimecast-collector:{self.schema}")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{self.schema}".meta')
+        version = 0
+        if found:
+            version = await conn.fetchval(f"SELECT value FROM \"{self.schema}\".meta WHERE key = 'schema_version'") or 0  # noqa: S608
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state schema {self.schema} in {self.where} was written by a newer mimecast-collector "
+                f"(schema {version}); upgrade this replica, or point [state] schema at a new one"
+            )
+        await conn.execute(TABLES)
+        await conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            SCHEMA_VERSION,
+        )
+
+
+def describe_target(config: StateConfig) -> str:
+    """The database as logs and errors show it: the URL without any credentials, and the schema."""
+    return f"{mask_url_credentials(config.url or '')} (schema {config.schema})"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return redact(f"{type(exc).__name__}: {text}"[:300])
+
+
+def describe_pg_failure(config: StateConfig, exc: BaseException) -> str:
+    """One line an operator can act on, for the usual ways a state database refuses."""
+    where = describe_target(config)
+    reason = _reason(exc)
+    if isinstance(exc, asyncpg.exceptions.InvalidAuthorizationSpecificationError):
+        return f"the state database {where} refused the login ({reason}); check state.url's user and state.password"
+    if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+        return f"the state database {where} does not exist ({reason}); create it (createdb) or fix state.url"
+    if isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError):
+        return (
+            f"the state database {where} does not let this user create or write the schema ({reason}); "
+            f"GRANT CREATE ON DATABASE to it, or create schema {config.schema} owned by it"
+        )
+    return f"state database {where}: {reason}"
