@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,15 @@ import pytest
 from aioresponses import aioresponses
 
 import collector.sinks  # noqa: F401 - registers the sink types load_config builds
+from collector.config.model import StateConfig
+from collector.config.options import Secret
 from collector.logs import configure_logging
 from collector.simulator import FakeMimecast, SimSettings
 from collector.sinks.file import FileSink, FileSinkSettings
+from collector.state.base import StateStore
+from collector.state.pg_store import PostgresStore
+from collector.state.store import Store
+from tests.pg_server import PgServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mimecast"
 
@@ -76,3 +83,75 @@ async def make_file_sink(tmp_path: Path) -> AsyncIterator[Callable[..., FileSink
     yield make
     for sink in made:
         await sink.close()
+
+
+# --- state backends -----------------------------------------------------------------------------------
+# Tests of what the store guarantees run on both backends: they take `state_store` (or `open_state`)
+# and are parametrized by `backend`. PostgreSQL is one throwaway cluster per test session, started on
+# first use; each test gets a schema of its own.
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    server = PgServer()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_state_options(pg_server: PgServer) -> dict[str, Any]:
+    """[state] options for a PostgreSQL schema of this test's own."""
+    return {
+        "backend": "postgresql",
+        "url": pg_server.url,
+        "password": pg_server.password,
+        "schema": f"t_{uuid.uuid4().hex[:12]}",
+    }
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def state_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """[state] options for `backend`: a file in tmp_path, or a schema of this test's own."""
+    if backend == "sqlite":
+        return {"path": str(tmp_path / "state" / "collector.db")}
+    options: dict[str, Any] = request.getfixturevalue("pg_state_options")
+    return options
+
+
+@pytest.fixture
+async def open_state(
+    backend: str, state_options: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Callable[[], Awaitable[StateStore]]]:
+    """Factory: open (again) this test's state on `backend`; every store opened is closed after the test."""
+    opened: list[StateStore] = []
+
+    async def open_() -> StateStore:
+        store: StateStore
+        if backend == "sqlite":
+            store = await Store.open(tmp_path / "state.db")
+        else:
+            options = dict(state_options)
+            config = StateConfig(
+                backend="postgresql", url=options["url"], password=Secret(options["password"]), schema=options["schema"]
+            )
+            store = await PostgresStore.connect(config)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def state_store(open_state: Callable[[], Awaitable[StateStore]]) -> StateStore:
+    """A fresh store on each backend."""
+    return await open_state()

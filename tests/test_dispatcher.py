@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import AsyncIterator, Collection, Sequence
-from pathlib import Path
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
@@ -16,7 +15,7 @@ from collector.delivery.dispatcher import Dispatcher, SpoolSignal
 from collector.logtypes.base import Event
 from collector.service.telemetry import Telemetry
 from collector.sinks.base import OutEvent, SinkError, SinkSettings
-from collector.state.store import Store
+from collector.state.base import StateStore
 
 
 class MemorySink:
@@ -65,7 +64,7 @@ class NoJitter(random.Random):
 class SleepRecorder:
     """A `sleep` for the dispatcher: records each delay and the sink state at that moment, returns at once."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         self.store = store
         self.delays: list[float] = []
         self.sink_rows: list[tuple[int, str | None]] = []  # (offset, last_error) of the first sink row
@@ -77,11 +76,9 @@ class SleepRecorder:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store on a real file; closed after the test."""
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
+def store(state_store: StateStore) -> StateStore:
+    """A fresh store, on each backend."""
+    return state_store
 
 
 def settings(name: str = "mem", **options: Any) -> SinkSettings:
@@ -98,7 +95,7 @@ def ecs(key: str) -> dict[str, object]:
     }
 
 
-async def spool(store: Store, keys: list[str], *, window_end: int = 2_000) -> None:
+async def spool(store: StateStore, keys: list[str], *, window_end: int = 2_000) -> None:
     state = await store.stream("acme", "ttp_url", start=1_000)
     events = [Event(k, 1_700_000_000 + i, ecs(k)) for i, k in enumerate(keys)]
     await store.commit_page(events, state.window_done(window_end), seen_until=window_end, now=5.0)
@@ -111,7 +108,7 @@ def drained() -> anyio.Event:
 
 
 def dispatcher(
-    store: Store,
+    store: StateStore,
     sink: MemorySink,
     sink_settings: SinkSettings,
     *,
@@ -135,7 +132,7 @@ def dispatcher(
 KEYS = [f"e{n}" for n in range(1, 8)]
 
 
-async def test_delivers_everything_in_order_in_batches(store: Store) -> None:
+async def test_delivers_everything_in_order_in_batches(store: StateStore) -> None:
     """7 spooled events, batch_max_events 3: batches of 3, 3, 1 in seq order; offset saved; spool emptied."""
     await spool(store, KEYS)
     sink = MemorySink()
@@ -154,7 +151,7 @@ async def test_delivers_everything_in_order_in_batches(store: Store) -> None:
     assert telemetry.registry.get_sample_value("mimecast_events_delivered_total", {"sink": "mem"}) == 7.0
 
 
-async def test_out_events_carry_key_time_and_spooled_doc(store: Store) -> None:
+async def test_out_events_carry_key_time_and_spooled_doc(store: StateStore) -> None:
     """Each OutEvent has the key, event time, spooled JSON, that JSON as line (format json), and its stream."""
     await spool(store, ["only"])
     sink = MemorySink()
@@ -166,7 +163,7 @@ async def test_out_events_carry_key_time_and_spooled_doc(store: Store) -> None:
     assert sink.batches == [[OutEvent("only", 1_700_000_000, expected_doc, expected_doc, "acme", "ttp_url")]]
 
 
-async def test_resumes_from_saved_offset(store: Store) -> None:
+async def test_resumes_from_saved_offset(store: StateStore) -> None:
     """A new dispatcher for the same sink starts after the offset a previous one saved."""
     await spool(store, KEYS)
     await store.sink_offset("mem")
@@ -180,7 +177,7 @@ async def test_resumes_from_saved_offset(store: Store) -> None:
     assert sink.keys == ["e6", "e7"]
 
 
-async def test_idle_dispatcher_wakes_on_signal_and_returns_when_drained(store: Store) -> None:
+async def test_idle_dispatcher_wakes_on_signal_and_returns_when_drained(store: StateStore) -> None:
     """Started on an empty spool, it delivers what is committed after a notify, then returns once drained."""
     sink = MemorySink()
     signal = SpoolSignal()
@@ -201,7 +198,7 @@ async def test_idle_dispatcher_wakes_on_signal_and_returns_when_drained(store: S
     assert worker.offset == 2
 
 
-async def test_failed_batch_is_retried_with_growing_capped_delays(store: Store) -> None:
+async def test_failed_batch_is_retried_with_growing_capped_delays(store: StateStore) -> None:
     """5 failures: the same batch is offered 6 times, delays 0.5 1 2 3 3 (cap 3), offset still 0 meanwhile."""
     await spool(store, KEYS)
     sink = MemorySink(fail_next=5)
@@ -222,7 +219,7 @@ async def test_failed_batch_is_retried_with_growing_capped_delays(store: Store) 
     assert telemetry.registry.get_sample_value("mimecast_sink_failures_total", {"sink": "mem"}) == 5.0
 
 
-async def test_backoff_restarts_after_a_success(store: Store) -> None:
+async def test_backoff_restarts_after_a_success(store: StateStore) -> None:
     """Failures after a successful batch start again from the shortest delay."""
     await spool(store, KEYS)
     sink = MemorySink(fail_attempts={1, 2, 4, 5})
@@ -236,7 +233,7 @@ async def test_backoff_restarts_after_a_success(store: Store) -> None:
     assert sink.keys == KEYS
 
 
-async def test_retry_after_from_the_sink_is_honoured(store: Store) -> None:
+async def test_retry_after_from_the_sink_is_honoured(store: StateStore) -> None:
     """A SinkError with retry_after_secs 7.5 waits 7.5 s even above retry_max_secs 3."""
     await spool(store, ["a"])
     sink = MemorySink(fail_next=1, retry_after_secs=7.5)
@@ -249,7 +246,7 @@ async def test_retry_after_from_the_sink_is_honoured(store: Store) -> None:
     assert sink.keys == ["a"]
 
 
-async def test_jittered_delay_stays_within_half_and_full_backoff(store: Store) -> None:
+async def test_jittered_delay_stays_within_half_and_full_backoff(store: StateStore) -> None:
     """With real jitter, each delay lies in [backoff/2, backoff], backoff capped at retry_max_secs."""
     await spool(store, ["a"])
     sink = MemorySink(fail_next=8)
@@ -273,7 +270,7 @@ async def test_jittered_delay_stays_within_half_and_full_backoff(store: Store) -
     assert all(c / 2 <= d <= c for d, c in zip(sleep.delays, ceilings, strict=True))
 
 
-async def test_failing_sink_does_not_block_the_other(store: Store) -> None:
+async def test_failing_sink_does_not_block_the_other(store: StateStore) -> None:
     """One sink down: the other delivers everything; rows are deleted only once both have acked."""
     await spool(store, KEYS)
     good, bad = MemorySink(), MemorySink(fail_next=1_000_000)
@@ -328,7 +325,7 @@ async def test_failing_sink_does_not_block_the_other(store: Store) -> None:
     assert telemetry.registry.get_sample_value("mimecast_sink_failures_total", {"sink": "bad"}) == 1.0
 
 
-async def test_raw_format_sends_encode_raw_lines(store: Store) -> None:
+async def test_raw_format_sends_encode_raw_lines(store: StateStore) -> None:
     """format raw: each line is the original record plus account and log type; doc stays the ECS JSON."""
     await spool(store, ["r1", "r2"])
     sink = MemorySink()
@@ -343,7 +340,7 @@ async def test_raw_format_sends_encode_raw_lines(store: Store) -> None:
     assert [e.doc for e in sink.batches[0]] == [orjson.dumps(ecs("r1")), orjson.dumps(ecs("r2"))]
 
 
-async def test_batch_is_cut_at_batch_max_bytes(store: Store) -> None:
+async def test_batch_is_cut_at_batch_max_bytes(store: StateStore) -> None:
     """batch_max_bytes stops a batch before the event that would exceed it (one event at least)."""
     await spool(store, KEYS)
     line = len(orjson.dumps(ecs("e1"))) + 1  # each line and its newline
@@ -364,7 +361,7 @@ async def test_batch_is_cut_at_batch_max_bytes(store: Store) -> None:
     assert all(len(b) == 1 for b in tiny.batches)  # a limit below one event still moves one at a time
 
 
-async def test_partial_batch_waits_up_to_batch_max_age(store: Store) -> None:
+async def test_partial_batch_waits_up_to_batch_max_age(store: StateStore) -> None:
     """A partial batch waits for more events up to batch_max_age_secs, so events that come meanwhile join it."""
     await spool(store, ["a1", "a2"])
     sink = MemorySink()

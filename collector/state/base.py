@@ -66,4 +66,9 @@ class StateStore(Protocol):
 
     async def backlog(self, after: int) -> int: ...
 
+    # --- replicas -----------------------------------------------------------------------------------
+    async def owners(self) -> dict[tuple[str, str], tuple[str | None, float | None]]:
+        """(kind, name) -> (node holding the lease, seconds since it renewed it); empty with one process."""
+        ...
+
     async def close(self) -> None: ...

@@ -167,6 +167,9 @@ class LeaseTable:
 
         return [Lease(r[0], r[1], r[2], int(r[3]), r[4]) for r in await self.run(op, write=False)]
 
+    async def owners(self) -> dict[tuple[str, str], tuple[str | None, float | None]]:
+        return {(lease.kind, lease.name): (lease.node, lease.age_secs) for lease in await self.leases()}
+
     async def take_over(self, kind: str, name: str, lease_secs: float, *, force: bool) -> Lease | None:
         """For ``reset``: fence the stream's owner (epoch + 1, free) unless a live node holds it and
         not ``force``; returns the lease that blocks it, or None when the stream is now free."""

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS streams (
     waiting_reason text,
     endpoint_path text,
     cursor text,
+    written_by text,  -- the node and lease epoch of the last position written: fencing made visible
+    written_epoch bigint,
     UNIQUE (account, log_type)
 );
 CREATE TABLE IF NOT EXISTS dedup (
@@ -98,7 +100,9 @@ CREATE TABLE IF NOT EXISTS sinks (
     offset_seq bigint NOT NULL,
     delivered_total bigint NOT NULL DEFAULT 0,
     last_delivery_at double precision,
-    last_error text
+    last_error text,
+    written_by text,
+    written_epoch bigint
 );
 CREATE TABLE IF NOT EXISTS leases (
     kind text NOT NULL,  -- 'stream' (account/log_type) or 'sink'

@@ -114,8 +114,8 @@ class PostgresStore(PgDatabase, LeaseTable):
             fresh = [e for key, e in unique.items() if key in new_keys]
             await conn.execute(
                 "UPDATE streams SET window_start = $1, window_end = $2, page_token = $3, cursor = $4, "
-                "events_total = events_total + $5, last_success_at = $6, last_error = NULL, fatal = false "
-                "WHERE id = $7",
+                "events_total = events_total + $5, last_success_at = $6, last_error = NULL, fatal = false, "
+                "written_by = $8, written_epoch = $9 WHERE id = $7",
                 next_state.window_start,
                 next_state.window_end,
                 next_state.page_token,
@@ -123,6 +123,8 @@ class PostgresStore(PgDatabase, LeaseTable):
                 len(fresh),
                 now,
                 stream_id,
+                self.node,
+                self.held.get(("stream", name), 0),
             )
             if prune_before is not None:
                 await conn.execute(
@@ -139,12 +141,15 @@ class PostgresStore(PgDatabase, LeaseTable):
         async def op(conn: Conn) -> None:
             await self._fence(conn, "stream", f"{state.account}/{state.log_type}")
             await conn.execute(
-                "UPDATE streams SET window_start = $1, window_end = $2, page_token = $3, cursor = $4 WHERE id = $5",
+                "UPDATE streams SET window_start = $1, window_end = $2, page_token = $3, cursor = $4, "
+                "written_by = $6, written_epoch = $7 WHERE id = $5",
                 state.window_start,
                 state.window_end,
                 state.page_token,
                 state.cursor,
                 state.id,
+                self.node,
+                self.held.get(("stream", f"{state.account}/{state.log_type}"), 0),
             )
 
         await self.run(op)
@@ -202,10 +207,7 @@ class PostgresStore(PgDatabase, LeaseTable):
             return await conn.fetch(
                 "SELECT s.account, s.log_type, s.window_start, s.window_end, s.page_token IS NOT NULL AS paging, "
                 "s.events_total, s.last_success_at, s.last_error, s.last_error_at, s.fatal, s.waiting_until, "
-                "s.waiting_reason, s.cursor, l.node AS owner, "
-                "extract(epoch FROM now() - l.renewed_at)::float8 AS lease_age_secs "
-                "FROM streams s LEFT JOIN leases l ON l.kind = 'stream' AND l.name = s.account || '/' || s.log_type "
-                "ORDER BY s.account, s.log_type"
+                "s.waiting_reason, s.cursor FROM streams s ORDER BY s.account, s.log_type"
             )
 
         return [dict(row) for row in await self.run(op, write=False)]
@@ -250,11 +252,13 @@ class PostgresStore(PgDatabase, LeaseTable):
             await self._fence(conn, "sink", name)
             await conn.execute(
                 "UPDATE sinks SET offset_seq = $1, delivered_total = delivered_total + $2, last_delivery_at = $3, "
-                "last_error = NULL WHERE name = $4",
+                "last_error = NULL, written_by = $5, written_epoch = $6 WHERE name = $4",
                 offset,
                 delivered,
                 now,
                 name,
+                self.node,
+                self.held.get(("sink", name), 0),
             )
             row = await conn.fetchrow("SELECT min(offset_seq), count(*) FROM sinks WHERE name = ANY($1::text[])", names)
             if row is not None and row[1] == len(names) and row[0] is not None:
@@ -305,9 +309,8 @@ class PostgresStore(PgDatabase, LeaseTable):
     async def sinks(self) -> list[dict[str, Any]]:
         async def op(conn: Conn) -> tuple[list[asyncpg.Record], SpoolUsage]:
             rows = await conn.fetch(
-                "SELECT k.name, k.offset_seq AS offset, k.delivered_total, k.last_delivery_at, k.last_error, "
-                "l.node AS owner, extract(epoch FROM now() - l.renewed_at)::float8 AS lease_age_secs "
-                "FROM sinks k LEFT JOIN leases l ON l.kind = 'sink' AND l.name = k.name ORDER BY k.name"
+                "SELECT name, offset_seq AS offset, delivered_total, last_delivery_at, last_error "
+                "FROM sinks ORDER BY name"
             )
             return rows, usage_of(*(await conn.fetchrow(_USAGE) or (None, 0, 0)))
 

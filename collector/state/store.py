@@ -171,6 +171,9 @@ class Store(Spool):
                 )
         return True
 
+    async def owners(self) -> dict[tuple[str, str], tuple[str | None, float | None]]:
+        return {}  # one process owns a SQLite file (its lock file says so)
+
     async def streams(self) -> list[dict[str, Any]]:
         async with self._reading() as db:
             # A file still at schema 2 (a read-only `status` next to an older collector) has no wait columns.
