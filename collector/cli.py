@@ -1,4 +1,4 @@
-"""Command line: run, validate, status, reset. Config mistakes exit 78 with one line, never a traceback."""
+"""Command line: run, validate, status, reset, migrate. Config mistakes exit 78 with one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from collector.collect import stream_labels
 from collector.config import Config, load_config
 from collector.config.errors import ConfigError
 from collector.config.loader import config_time
+from collector.config.model import AccountConfig
 from collector.logs import LEVELS, configure_logging, get_logger
 from collector.logtypes import LOG_TYPES
 from collector.service.app import (
     EXIT_CANTCREAT,
     EXIT_IOERR,
     EXIT_SOFTWARE,
+    EXIT_STREAM_FAILED,
     Collector,
     StartupError,
     check_sinks,
@@ -33,6 +35,9 @@ from collector.service.app import (
 from collector.service.status import render_status, status_report
 from collector.state.db import StoreError
 from collector.state.lock import StateLock
+from collector.state.migrate import migrate
+from collector.state.open import open_store
+from collector.state.pg_store import PostgresStore
 from collector.state.store import Store
 from collector.timeutil import iso
 
@@ -80,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reset.add_argument("--account", help="account name (default: every account that has the stream)")
     reset.add_argument("--start", help="ISO 8601 time to restart from (default: the account's start or 24 h ago)")
+    reset.add_argument(
+        "--force", action="store_true", help="PostgreSQL: reset even while a replica runs the stream (it is fenced)"
+    )
+    migrate_ = commands.add_parser(
+        "migrate", parents=[with_config], help="copy a SQLite state file into the configured PostgreSQL state"
+    )
+    migrate_.add_argument("--from", dest="source", type=Path, required=True, help="the SQLite state file")
     demo = commands.add_parser("demo", parents=[common], help="run against the built-in API simulator")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where events go (default: ./demo-out)")
     demo.add_argument("--events", type=int, default=5000, help="events per log type (default: 5000)")
@@ -99,7 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = "error" if args.command == "demo" else "info"  # the demo prints its own progress
     configure_logging(getattr(args, "log_level", quiet), getattr(args, "log_format", "auto"))
-    handler = {"run": _run, "validate": _validate, "status": _status, "reset": _reset, "demo": _demo}[args.command]
+    handlers = {
+        "run": _run,
+        "validate": _validate,
+        "status": _status,
+        "reset": _reset,
+        "demo": _demo,
+        "migrate": _migrate,
+    }
+    handler = handlers[args.command]
     try:
         return handler(args)
     except ConfigError as error:
@@ -126,6 +146,9 @@ def _validate(args: argparse.Namespace) -> int:
     if args.offline:
         return 0
     register_config_secrets(config)
+    if config.state.backend == "postgresql":  # wrong password, no database, no rights: now, not at `run`
+        anyio.run(_check_state, config)
+        print("state database: reachable")
     results = anyio.run(check_sinks, config)
     for name, problem in results.items():
         if problem is None:
@@ -194,7 +217,7 @@ def _status(args: argparse.Namespace) -> int:
     config = _load(args, resolve_secrets=False)
 
     async def collect() -> str:
-        store = await Store.open(config.state.path, read_only=True)
+        store = await open_store(config.state, read_only=True)
         try:
             report = await status_report(config, store, now=time.time())
         finally:
@@ -221,6 +244,8 @@ def _reset(args: argparse.Namespace) -> int:
             "name an account from the config whose streams include it",
         )
     start = None if args.start is None else config_time(args.start, "--start")
+    if config.state.backend == "postgresql":
+        return anyio.run(functools.partial(_reset_shared, config, targets, start, force=args.force))
     lock = StateLock(config.state.path)
     lock.acquire()
 
@@ -238,4 +263,53 @@ def _reset(args: argparse.Namespace) -> int:
         anyio.run(rewind)
     finally:
         lock.release()
+    return 0
+
+
+async def _reset_shared(
+    config: Config, targets: list[tuple[AccountConfig, str]], start: int | None, *, force: bool
+) -> int:
+    """Reset on PostgreSQL: each stream in one transaction with its lease (see PostgresStore.reset_owned)."""
+    store = await PostgresStore.connect(config.state, wait=False)
+    refused = 0
+    try:
+        for account, label in targets:
+            position = start if start is not None else account.default_start(now=time.time())
+            blocker = await store.reset_owned(account.name, label, position, config.state.lease_secs, force=force)
+            if blocker is None:
+                print(f"{account.name}/{label}: next run starts at {iso(position)}")
+                continue
+            refused += 1
+            age = "never" if blocker.age_secs is None else f"{blocker.age_secs:.0f} s ago"
+            print(
+                f"mimecast-collector: {account.name}/{label} is owned by node {blocker.node} (lease renewed {age}); "
+                "stop that replica first, or pass --force (it is fenced and drops the stream)",
+                file=sys.stderr,
+            )
+    finally:
+        await store.close()
+    return EXIT_STREAM_FAILED if refused else 0
+
+
+async def _check_state(config: Config) -> None:
+    store = await PostgresStore.connect(config.state, create=False, wait=False, must_exist=False)
+    await store.close()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _load(args, resolve_secrets=False)
+    if config.state.backend != "postgresql":
+        raise ConfigError(
+            "state.backend", "migrate copies into PostgreSQL state", 'set backend = "postgresql" and its url first'
+        )
+    lock = StateLock(args.source)  # the collector on that file must be stopped
+    lock.acquire()
+    try:
+        counts = anyio.run(migrate, config.state, args.source)
+    finally:
+        lock.release()
+    print(
+        f"migrated {args.source} into {config.state.schema}: {counts['streams']} streams, "
+        f"{counts['dedup_keys']} dedup keys, {counts['spooled_events']} spooled events, {counts['sinks']} sink offsets"
+    )
     return 0

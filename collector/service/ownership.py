@@ -3,7 +3,7 @@
 With PostgreSQL state, :class:`LeaseOwnership` runs one loop per replica, every ``lease_secs / 3``
 (and just after another node's lease is due to expire, so a dead replica's work moves within
 ``lease_secs`` plus one round): heartbeat, renew what it holds (a lease it no longer has stops its
-stream or sink at once), then aim for a fair share per kind, ceil(items / live replicas): give up
+stream or sink at once), then aim for a fair share per kind (:func:`fair_share`): give up
 the excess (stopping the work first, then releasing) or claim free and expired leases. Each poller
 and dispatcher runs inside :meth:`owned`, which starts it when its lease is granted, cancels it when
 the lease goes, and waits for the lease again. A clean stop releases everything at once.
@@ -11,7 +11,6 @@ the lease goes, and waits for the lease again. A clean stop releases everything 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -26,6 +25,13 @@ T = TypeVar("T")
 STOP_WAIT_SECS = 10.0  # how long a given-up stream or sink gets to stop before its lease is released
 LEAVE_WAIT_SECS = 5.0  # a clean stop does not hang on an unreachable database: leases expire anyway
 MIN_ROUND_SECS = 0.05
+
+
+def fair_share(items: int, live: int, rank: int) -> int:
+    """This node's share when ``live`` nodes split ``items``: the first ``items % live`` nodes by name
+    take one more. The shares add up to ``items`` exactly, so a node over its share always has one
+    under it to hand to (with ceil(items / live) each, 7 over 3 could stall at 3 + 3 + 1)."""
+    return items // live + (1 if rank < items % live else 0)
 
 
 class Ownership(Protocol):
@@ -111,10 +117,11 @@ class LeaseOwnership:
         for key, epoch in asked.items():
             if key not in renewed and self._held.get(key) == epoch:
                 self._lose(key, "not renewed: another replica holds it now")
-        live = max(1, await store.live_nodes())
+        nodes = await store.live_nodes()
+        live, rank = len(nodes), nodes.index(store.node)
         for kind, names in self._items.items():
             mine = sorted(name for k, name in self._held if k == kind)
-            target = len(names) if self._once else math.ceil(len(names) / live)
+            target = len(names) if self._once else fair_share(len(names), live, rank)
             if len(mine) > target and not self._once:
                 await self._give_up(kind, mine[target:], live)
             elif len(mine) < target and self._claiming and not (self._once and self._first_round.is_set()):

@@ -16,12 +16,14 @@ from collector.timeutil import iso
 
 async def status_report(config: Config, store: StateStore, *, now: float) -> dict[str, Any]:
     saved = {(s["account"], s["log_type"]): s for s in await store.streams()}
+    owners = await store.owners()  # replicas on PostgreSQL: who runs each stream and sink, and how fresh
     streams = []
     for account in config.accounts:
         for log_type in stream_labels(account):  # a SIEM batch log type: one stream per type
             row = saved.get((account.name, log_type))
             if row is None:
-                streams.append({"stream": f"{account.name}/{log_type}", "state": "not started"})
+                name = f"{account.name}/{log_type}"
+                streams.append({"stream": name, "state": "not started", **_owner(owners, "stream", name)})
                 continue
             waiting = not row["fatal"] and row["waiting_until"] is not None and row["waiting_until"] > now
             entry: dict[str, Any] = {
@@ -39,7 +41,7 @@ async def status_report(config: Config, store: StateStore, *, now: float) -> dic
             if waiting:  # the server's rate limit holds it back: until when, and why
                 entry["waiting_until"] = iso(row["waiting_until"])
                 entry["waiting_reason"] = row["waiting_reason"]
-            streams.append(entry)
+            streams.append({**entry, **_owner(owners, "stream", f"{account.name}/{log_type}")})
     saved_sinks = {s["name"]: s for s in await store.sinks()}
     sinks = []
     for settings in config.sinks:
@@ -52,9 +54,25 @@ async def status_report(config: Config, store: StateStore, *, now: float) -> dic
                 "delivered_total": row["delivered_total"] if row else 0,
                 "last_delivery": iso(row["last_delivery_at"]) if row and row["last_delivery_at"] else None,
                 "last_error": row["last_error"] if row else None,
+                **_owner(owners, "sink", settings.name),
             }
         )
     return {"streams": streams, "sinks": sinks}
+
+
+def _owner(owners: dict[tuple[str, str], tuple[str | None, float | None]], kind: str, name: str) -> dict[str, Any]:
+    """``owner`` (the node holding the lease, None when free) and ``lease_age_secs``; nothing with one process."""
+    if not owners:
+        return {}
+    node, age = owners.get((kind, name), (None, None))
+    return {"owner": node, "lease_age_secs": None if node is None or age is None else round(age, 1)}
+
+
+def _lease(entry: dict[str, Any]) -> tuple[str, ...]:
+    if "owner" not in entry:
+        return ()
+    age = entry["lease_age_secs"]
+    return (entry["owner"] or "-", "-" if age is None else f"{age:.0f}s")
 
 
 def _cursor(text: str) -> Any:
@@ -79,6 +97,7 @@ def render_status(report: dict[str, Any], *, as_json: bool) -> str:
             s.get("position", "-"),
             _duration(s.get("lag_secs")),
             str(s.get("events_total", 0)),
+            *_lease(s),
             _note(s),
         )
         for s in report["streams"]
@@ -90,15 +109,18 @@ def render_status(report: dict[str, Any], *, as_json: bool) -> str:
             str(k["backlog"]),
             str(k["delivered_total"]),
             k["last_delivery"] or "-",
+            *_lease(k),
             k["last_error"] or "-",
         )
         for k in report["sinks"]
     ]
+    shared = any("owner" in entry for entry in (*report["streams"], *report["sinks"]))
+    lease = ("OWNER", "LEASE AGE") if shared else ()
     return "\n".join(
         [
-            *_table(("STREAM", "STATE", "POSITION", "LAG", "EVENTS", "LAST ERROR / WAITING"), streams),
+            *_table(("STREAM", "STATE", "POSITION", "LAG", "EVENTS", *lease, "LAST ERROR / WAITING"), streams),
             "",
-            *_table(("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", "LAST ERROR"), sinks),
+            *_table(("SINK", "TYPE", "BACKLOG", "DELIVERED", "LAST DELIVERY", *lease, "LAST ERROR"), sinks),
         ]
     )
 

@@ -52,15 +52,17 @@ class LeaseTable:
 
         await self.run(op)
 
-    async def live_nodes(self) -> int:
-        async def op(conn: Conn) -> int:
-            return int(
-                await conn.fetchval(
-                    "SELECT count(*) FROM nodes WHERE heartbeat_at >= now() - make_interval(secs => lease_secs) "
-                    "OR node = $1",
-                    self.node,
-                )
+    async def live_nodes(self) -> list[str]:
+        """The nodes that sent a heartbeat within their lease_secs (this one always), by name."""
+
+        async def op(conn: Conn) -> list[str]:
+            rows = await conn.fetch(
+                "SELECT node FROM nodes WHERE heartbeat_at >= now() - make_interval(secs => lease_secs) "
+                "OR node = $1 ORDER BY node",
+                self.node,
             )
+            names = [str(row[0]) for row in rows]
+            return names if self.node in names else sorted([*names, self.node])
 
         return await self.run(op, write=False)
 
@@ -170,28 +172,23 @@ class LeaseTable:
     async def owners(self) -> dict[tuple[str, str], tuple[str | None, float | None]]:
         return {(lease.kind, lease.name): (lease.node, lease.age_secs) for lease in await self.leases()}
 
-    async def take_over(self, kind: str, name: str, lease_secs: float, *, force: bool) -> Lease | None:
-        """For ``reset``: fence the stream's owner (epoch + 1, free) unless a live node holds it and
-        not ``force``; returns the lease that blocks it, or None when the stream is now free."""
 
-        async def op(conn: Conn) -> Lease | None:
-            await conn.execute("INSERT INTO leases (kind, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, name)
-            row = await conn.fetchrow(
-                "SELECT kind, name, node, epoch, extract(epoch FROM now() - renewed_at)::float8, "
-                "(node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => $3)) "
-                "FROM leases WHERE kind = $1 AND name = $2 FOR UPDATE",
-                kind,
-                name,
-                lease_secs,
-            )
-            assert row is not None  # inserted above
-            if not row[5] and not force:
-                return Lease(row[0], row[1], row[2], int(row[3]), row[4])
-            await conn.execute(
-                "UPDATE leases SET node = NULL, renewed_at = NULL, epoch = epoch + 1 WHERE kind = $1 AND name = $2",
-                kind,
-                name,
-            )
-            return None
-
-        return await self.run(op)
+async def take_over(conn: Conn, kind: str, name: str, lease_secs: float, *, force: bool) -> Lease | None:
+    """For ``reset``, inside its transaction: free the lease with a new epoch (fencing any owner)
+    unless a live node holds it and not ``force``; returns the lease that blocks, or None."""
+    await conn.execute("INSERT INTO leases (kind, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, name)
+    row = await conn.fetchrow(
+        "SELECT kind, name, node, epoch, extract(epoch FROM now() - renewed_at)::float8, "
+        "(node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => $3)) "
+        "FROM leases WHERE kind = $1 AND name = $2 FOR UPDATE",
+        kind,
+        name,
+        lease_secs,
+    )
+    assert row is not None  # inserted above
+    if not row[5] and not force:
+        return Lease(row[0], row[1], row[2], int(row[3]), row[4])
+    await conn.execute(
+        "UPDATE leases SET node = NULL, renewed_at = NULL, epoch = epoch + 1 WHERE kind = $1 AND name = $2", kind, name
+    )
+    return None

@@ -133,9 +133,13 @@ class PgDatabase:
         self.on_availability: Callable[[bool], None] = lambda up: None
 
     @classmethod
-    async def connect(cls, config: StateConfig, *, create: bool = True, wait: bool = True) -> Self:
-        """Connect and (with ``create``) create or migrate the schema. With ``wait``, an unreachable
-        server is waited for (a collector started before its database); without, it is a StoreError."""
+    async def connect(
+        cls, config: StateConfig, *, create: bool = True, wait: bool = True, must_exist: bool = True
+    ) -> Self:
+        """Connect and (with ``create``) create or migrate the schema; without, check that it exists
+        (``must_exist``: status) or that this user could create it (validate). With ``wait``, an
+        unreachable server is waited for (a collector started before its database); without, it is a
+        StoreError."""
         assert config.url is not None  # the config refuses backend = "postgresql" without a url
         password = config.password.reveal() if config.password is not None else None
         settings = {
@@ -176,12 +180,12 @@ class PgDatabase:
         if logged:
             get_logger().info("state_available", database=describe_target(config))
         db = cls(pool, config)
-        if create:
-            try:
-                await db.run(db._migrate)
-            except BaseException:
-                await pool.close()
-                raise
+        try:
+            check = db._check_exists if must_exist else db._check_can_create
+            await db.run(db._migrate if create else check, write=create)
+        except BaseException:
+            await pool.close()
+            raise
         return db
 
     async def close(self) -> None:
@@ -224,6 +228,27 @@ class PgDatabase:
             self._down_since = anyio.current_time()
             self._log.warning("state_unavailable", database=self.where, error=_reason(exc), retry_in_secs=delay)
             self.on_availability(False)
+
+    async def _check_exists(self, conn: Conn) -> None:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{self.schema}".spool_head'):
+            raise StoreError(
+                f"the state database {self.where} has no collector state yet; run the collector first "
+                "(it creates the schema)"
+            )
+
+    async def _check_can_create(self, conn: Conn) -> None:
+        exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", self.schema)
+        allowed = await conn.fetchval(
+            "SELECT has_schema_privilege($1, 'CREATE')"
+            if exists
+            else "SELECT has_database_privilege(current_database(), 'CREATE')",
+            *([self.schema] if exists else []),
+        )
+        if not allowed:
+            raise StoreError(
+                f"the state database {self.where} does not let this user create the collector's tables; "
+                f"GRANT CREATE ON DATABASE to it, or create schema {self.schema} owned by it"
+            )
 
     async def _migrate(self, conn: Conn) -> None:
         # One replica at a time: two starting together would race on CREATE TABLE IF NOT EXISTS.

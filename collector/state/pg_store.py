@@ -22,7 +22,7 @@ import orjson
 from collector.config.model import StateConfig
 from collector.logtypes import Event, serialize
 from collector.state.base import LeaseLost
-from collector.state.leases import LeaseTable
+from collector.state.leases import Lease, LeaseTable, take_over
 from collector.state.pg import PgDatabase
 from collector.state.spool import Page, SpoolRow, SpoolUsage, decode_page, take_page, usage_of
 from collector.state.store import PageResult, StreamState
@@ -189,18 +189,26 @@ class PostgresStore(PgDatabase, LeaseTable):
 
     async def reset_stream(self, account: str, log_type: str, start: int) -> bool:
         async def op(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO streams (account, log_type, window_start) VALUES ($1, $2, $3) "
-                "ON CONFLICT (account, log_type) DO UPDATE SET window_start = excluded.window_start, "
-                "window_end = NULL, page_token = NULL, cursor = NULL, last_error = NULL, fatal = false, "
-                "waiting_until = NULL, waiting_reason = NULL",
-                account,
-                log_type,
-                start,
-            )
+            await _reset(conn, account, log_type, start)
 
         await self.run(op)
         return True
+
+    async def reset_owned(
+        self, account: str, log_type: str, start: int, lease_secs: float, *, force: bool
+    ) -> Lease | None:
+        """``reset`` on shared state: unless a live node holds the stream (then that lease is returned
+        and nothing changes) or ``force``, free its lease with a new epoch (fencing any owner) and
+        rewind it, in one transaction, so no owner can commit between the two."""
+        name = f"{account}/{log_type}"
+
+        async def op(conn: Conn) -> Lease | None:
+            blocker = await take_over(conn, "stream", name, lease_secs, force=force)
+            if blocker is None:
+                await _reset(conn, account, log_type, start)
+            return blocker
+
+        return await self.run(op)
 
     async def streams(self) -> list[dict[str, Any]]:
         async def op(conn: Conn) -> list[asyncpg.Record]:
@@ -319,6 +327,18 @@ class PostgresStore(PgDatabase, LeaseTable):
 
     async def backlog(self, after: int) -> int:
         return (await self.usage()).after(after)
+
+
+async def _reset(conn: Conn, account: str, log_type: str, start: int) -> None:
+    await conn.execute(
+        "INSERT INTO streams (account, log_type, window_start) VALUES ($1, $2, $3) "
+        "ON CONFLICT (account, log_type) DO UPDATE SET window_start = excluded.window_start, "
+        "window_end = NULL, page_token = NULL, cursor = NULL, last_error = NULL, fatal = false, "
+        "waiting_until = NULL, waiting_reason = NULL",
+        account,
+        log_type,
+        start,
+    )
 
 
 async def _page(conn: Conn, first_seq: int) -> Page:

@@ -1,0 +1,201 @@
+"""Ownership on PostgreSQL, on a real server: fencing of a replica that lost its lease, fair shares,
+takeover after a clean stop, and the loop's behaviour when a lease is taken away under it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from collector.config.model import StateConfig
+from collector.config.options import Secret
+from collector.logtypes.base import Event
+from collector.service.ownership import LeaseOwnership
+from collector.service.telemetry import Telemetry
+from collector.state.base import LeaseLost
+from collector.state.pg_store import PostgresStore
+
+STREAM = "acme/ttp_url"
+
+
+def ev(key: str, time: int = 100) -> Event:
+    return Event(key, time, {"k": key})
+
+
+@pytest.fixture
+async def replicas(pg_state_options: dict[str, Any]) -> AsyncIterator[Callable[[str], Awaitable[PostgresStore]]]:
+    """Factory: a store for node ``name`` on this test's schema, closed afterwards."""
+    opened: list[PostgresStore] = []
+
+    async def open_(name: str, lease_secs: float = 3) -> PostgresStore:
+        options = dict(pg_state_options)
+        config = StateConfig(
+            backend="postgresql",
+            url=options["url"],
+            password=Secret(options["password"]),
+            schema=options["schema"],
+            lease_secs=lease_secs,
+            node=name,
+        )
+        store = await PostgresStore.connect(config)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+async def holding(store: PostgresStore, kind: str, name: str, lease_secs: float) -> int:
+    """Claim the lease for ``store``'s node as the ownership loop does; its epoch."""
+    store.fencing = True
+    await store.add_items(kind, [name])
+    got = await store.claim(kind, [name], 1, lease_secs)
+    assert name in got
+    store.held[(kind, name)] = got[name]
+    return got[name]
+
+
+async def test_a_replica_whose_lease_was_taken_cannot_commit_or_ack(
+    replicas: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """A paused replica wakes after another took its stream and sink: its page commit and its ack both
+    roll back with LeaseLost, and the rows keep what the new owner wrote."""
+    a, b = await replicas("node-a"), await replicas("node-b")
+    assert await holding(a, "stream", STREAM, 3) == 1
+    assert await holding(a, "sink", "local", 3) == 1
+    state = await a.stream("acme", "ttp_url", start=1_000)
+    await a.commit_page([ev("e1")], state.next_page(2_000, "tok-a"), seen_until=2_000, now=1.0)
+    assert await a.sink_offset("local") == 0
+
+    # a "freezes"; b finds the leases expired (a claim with lease_secs 0 treats any lease as expired).
+    assert await holding(b, "stream", STREAM, 0) == 2
+    assert await holding(b, "sink", "local", 0) == 2
+    b_state = await b.stream("acme", "ttp_url", start=0)
+    await b.commit_page([ev("e2")], b_state.window_done(2_000), seen_until=2_000, now=2.0)
+    await b.ack("local", 2, 2, now=2.0, sinks=["local"])
+
+    with pytest.raises(LeaseLost):
+        await a.commit_page([ev("e3")], state.next_page(3_000, "tok-stale"), seen_until=3_000, now=3.0)
+    with pytest.raises(LeaseLost):
+        await a.save_position(state.next_page(3_000, "tok-stale"))
+    with pytest.raises(LeaseLost):
+        await a.ack("local", 1, 1, now=3.0, sinks=["local"])
+    await a.record_error(state.id, "stale error", fatal=True, now=3.0)  # status only: skipped, not raised
+
+    [row] = await b.streams()
+    assert (row["window_start"], row["window_end"], row["events_total"], row["last_error"]) == (2_000, None, 2, None)
+    assert (await b.usage()).last_seq == 2  # e3 was never spooled
+    [sink] = await b.sinks()
+    assert sink["offset"] == 2
+    owners = await b.owners()
+    assert owners[("stream", STREAM)][0] == owners[("sink", "local")][0] == "node-b"
+
+
+async def test_a_free_lease_takes_a_new_epoch_and_reset_fences_the_owner(
+    replicas: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """reset refuses a stream a live node holds; with force it bumps the epoch, so the owner is fenced."""
+    a, tool = await replicas("node-a"), await replicas("cli")
+    await holding(a, "stream", STREAM, 30)
+    state = await a.stream("acme", "ttp_url", start=1_000)
+
+    blocker = await tool.reset_owned("acme", "ttp_url", 500, 30, force=False)
+    assert blocker is not None
+    assert (blocker.node, blocker.epoch) == ("node-a", 1)
+    assert (await tool.streams())[0]["window_start"] == 1_000
+
+    assert await tool.reset_owned("acme", "ttp_url", 500, 30, force=True) is None
+    with pytest.raises(LeaseLost):
+        await a.commit_page([ev("late")], state.next_page(9_000, "t"), seen_until=9_000, now=1.0)
+    [row] = await tool.streams()
+    assert (row["window_start"], row["paging"]) == (500, False)
+    assert (await tool.leases())[0].epoch == 2
+
+
+async def wait_until(check: Callable[[], bool], limit_secs: float = 20) -> None:
+    with anyio.fail_after(limit_secs):
+        while not check():  # noqa: ASYNC110 - polling what the replicas run
+            await anyio.sleep(0.05)
+
+
+async def test_replicas_share_streams_fairly_and_take_over_when_one_leaves(
+    replicas: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """Three replicas over seven streams hold 3/2/2, each stream runs in exactly one place; when one
+    leaves cleanly, the other two run everything between them (4/3)."""
+    names = [f"acct{i}/ttp_url" for i in range(7)]
+    stores = [await replicas(f"node-{i}") for i in range(3)]
+    running: dict[str, set[str]] = {s.node: set() for s in stores}
+    owners = [LeaseOwnership(s, {"stream": names}, Telemetry(), lease_secs=3) for s in stores]
+
+    def work(node: str, name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            running[node].add(name)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                running[node].discard(name)
+
+        return run
+
+    def layout() -> list[int]:
+        return sorted(len(v) for v in running.values())
+
+    def everything_once() -> bool:
+        placed = [name for names_ in running.values() for name in names_]
+        return sorted(placed) == sorted(names)
+
+    scopes = [anyio.CancelScope() for _ in stores]
+
+    async def replica(index: int) -> None:
+        with scopes[index]:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(owners[index].run)
+                for name in names:
+                    tg.start_soon(owners[index].owned, "stream", name, work(stores[index].node, name))
+
+    async with anyio.create_task_group() as tg:
+        for index in range(3):
+            tg.start_soon(replica, index)
+        await wait_until(lambda: everything_once() and layout() == [2, 2, 3])
+
+        scopes[0].cancel()  # a clean stop: its streams end, then it lets its leases go at once
+        await wait_until(lambda: not running[stores[0].node])
+        await owners[0].leave()
+        await wait_until(lambda: everything_once() and layout() == [0, 3, 4])
+        leases = await stores[1].leases()
+        assert {lease.node for lease in leases} == {stores[1].node, stores[2].node}
+        tg.cancel_scope.cancel()
+
+
+async def test_a_lease_taken_away_stops_its_work_and_the_loop_gets_it_back_later(
+    replicas: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """Another node takes the stream (its lease looked expired): the owner's next renewal fails, its
+    work is cancelled at once; once the other node releases it, the owner runs it again."""
+    a, b = await replicas("node-a"), await replicas("node-b")
+    ownership = LeaseOwnership(a, {"stream": [STREAM]}, Telemetry(), lease_secs=3)
+    starts: list[float] = []
+    stops: list[float] = []
+
+    async def work() -> None:
+        starts.append(anyio.current_time())
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stops.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ownership.run)
+        tg.start_soon(ownership.owned, "stream", STREAM, work)
+        await wait_until(lambda: len(starts) == 1)
+        await holding(b, "stream", STREAM, 0)  # b thinks a's lease expired and takes it
+        await wait_until(lambda: len(stops) == 1)
+        assert not ownership.holds("stream", STREAM)
+        await b.release("stream", [STREAM])
+        await wait_until(lambda: len(starts) == 2)
+        assert ownership.holds("stream", STREAM)
+        tg.cancel_scope.cancel()
