@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 from collector.config import load_config
@@ -32,6 +34,42 @@ def test_compose_config_loads() -> None:
         ("rsyslog", "syslog", "cef"),
         ("local", "file", "json"),
     ]
+
+
+HA = ROOT / "deploy" / "compose" / "ha"
+
+
+def test_compose_ha_config_loads_with_postgresql_state_and_node_from_env() -> None:
+    """deploy/compose/ha/collector.toml: PostgreSQL state, the replica's name from COLLECTOR_NODE.
+
+    Needs the PostgreSQL backend's [state] keys (issue 14): until they exist the loader refuses
+    `state.backend` as unknown.
+    """
+    env = {"MIMECAST_APP_ID": "app-id", "COLLECTOR_NODE": "collector-b"}
+    config = load_config(HA / "collector.toml", env=env, resolve_secrets=False)
+    state = config.state
+    assert state.backend == "postgresql"
+    assert state.url == "postgresql://collector@postgres:5432/collector?sslmode=disable"
+    assert state.password is not None  # from password_file, a Secret (a placeholder without resolving)
+    assert state.node == "collector-b"
+    assert state.schema == "mimecast_collector"
+    assert state.lease_secs == 30
+    assert [(s.name, s.type, s.format) for s in config.sinks] == [("rsyslog", "syslog", "cef")]
+
+
+def test_compose_ha_replicas_differ_only_by_node_and_collect_what_the_single_example_does() -> None:
+    """Each replica gets its own COLLECTOR_NODE; the accounts are the single example's, and no sink
+    writes on a replica's own disk (a file sink would split the events over the machines)."""
+    compose = (HA / "compose.yaml").read_text()
+    assert re.findall(r"^ {6}COLLECTOR_NODE: (\S+)", compose, re.MULTILINE) == ["collector-a", "collector-b"]
+    assert "file: ../secrets/pg_password" in compose
+    assert "POSTGRES_PASSWORD_FILE: /run/secrets/pg_password" in compose
+    ha, single = (tomllib.loads(path.read_text()) for path in (HA / "collector.toml", HA.parent / "collector.toml"))
+    assert ha["state"]["password_file"] == "/run/secrets/pg_password"
+    assert ha["state"]["node"] == "${COLLECTOR_NODE}"
+    assert ha["accounts"] == single["accounts"]
+    assert ha["service"] == single["service"]
+    assert ha["sinks"] == {"rsyslog": single["sinks"]["rsyslog"]}
 
 
 def test_unit_file_declares_notify_watchdog_and_hardening() -> None:
