@@ -136,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace, *, resolve_secrets: bool = True) -> Config:
-    return load_config(args.config, resolve_secrets=resolve_secrets)
+    # The state password even when no other secret is read: status and reset on PostgreSQL need it.
+    return load_config(args.config, resolve_secrets=resolve_secrets, state_secrets=True)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -56,8 +56,12 @@ def config_time(text: str, key: str) -> int:
         raise ConfigError(key, f"{text!r} is not a timestamp", 'use ISO 8601, e.g. "2026-11-01T00:00:00Z"') from None
 
 
-def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True) -> Config:
-    """Load and validate ``path``. ``resolve_secrets=False`` skips reading secrets (status, reset)."""
+def load_config(
+    path: Path, *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True, state_secrets: bool | None = None
+) -> Config:
+    """Load and validate ``path``. ``resolve_secrets=False`` skips reading secrets (status, reset);
+    ``state_secrets`` (default: the same) reads the state password all the same: with PostgreSQL,
+    status and reset need it, and only it."""
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -75,12 +79,10 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None, resolve_sec
         resolve_secrets=resolve_secrets,
     )
     reject_unknown(doc, ["state", "service", "accounts", "sinks"], "config")
+    state_ctx = dataclasses.replace(ctx, resolve_secrets=resolve_secrets if state_secrets is None else state_secrets)
     config = Config(
         source=path,
-        # The state password is read even for status and reset: with PostgreSQL they need it.
-        state=build(
-            StateConfig, _table(doc, "state", "state"), "state", dataclasses.replace(ctx, resolve_secrets=True)
-        ),
+        state=build(StateConfig, _table(doc, "state", "state"), "state", state_ctx),
         service=build(ServiceConfig, _table(doc, "service", "service"), "service", ctx),
         accounts=tuple(_account(name, table, ctx) for name, table in _named_tables(doc, "accounts", "[accounts.acme]")),
         sinks=tuple(_sink(name, table, ctx) for name, table in _named_tables(doc, "sinks", "[sinks.local]")),
