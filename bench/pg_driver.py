@@ -89,6 +89,9 @@ class Page:
     docs: bytes
     new: int  # keys the previous page of the stream did not have: what the dedup insert must return
 
+    def spool_row(self, last_seq: int, new: int) -> tuple[int, int, int, int, bytes, bytes, bytes]:
+        return last_seq - new + 1, self.stream_id, new, len(self.docs), self.keys_json, self.times_json, self.docs
+
 
 WORDS = ("quarantine", "release", "url", "click", "sender", "domain", "policy", "held", "rewritten", "verdict", "clean")
 
@@ -161,16 +164,7 @@ class AsyncpgSession:
             new = len(await conn.fetch(DEDUP, page.stream_ids, page.times, page.keys, page.seen_until))
             await conn.execute(STREAM, page.window_start, page.token, new, page.stream_id)
             last_seq = await conn.fetchval(HEAD, new, len(page.docs))
-            await conn.execute(
-                SPOOL,
-                last_seq - new + 1,
-                page.stream_id,
-                new,
-                len(page.docs),
-                page.keys_json,
-                page.times_json,
-                page.docs,
-            )
+            await conn.execute(SPOOL, *page.spool_row(last_seq, new))
         return new
 
     async def read(self, first_seq: int) -> tuple[int, int, int]:
@@ -222,10 +216,7 @@ class PsycopgSession:
             row = await cur.fetchone()
             assert row is not None
             last_seq: int = row[0]
-            await cur.execute(
-                PG_SPOOL,
-                (last_seq - new + 1, page.stream_id, new, len(page.docs), page.keys_json, page.times_json, page.docs),
-            )
+            await cur.execute(PG_SPOOL, page.spool_row(last_seq, new))
         return new
 
     async def read(self, first_seq: int) -> tuple[int, int, int]:
@@ -269,19 +260,12 @@ class PsycopgDriver:
             await pool.close()
 
 
-@dataclass(frozen=True)
-class Figures:
-    pages: int
-    events: int
-    wall_secs: float
-    cpu_secs: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "pages_per_sec": round(self.pages / self.wall_secs, 1),
-            "events_per_sec": round(self.events / self.wall_secs),
-            "cpu_secs_per_10k": round(self.cpu_secs / self.events * 10_000, 4),
-        }
+def figures(pages: int, events: int, wall_secs: float, cpu_secs: float) -> dict[str, float]:
+    return {
+        "pages_per_sec": round(pages / wall_secs, 1),
+        "events_per_sec": round(events / wall_secs),
+        "cpu_secs_per_10k": round(cpu_secs / events * 10_000, 4),
+    }
 
 
 class Timer:
@@ -333,7 +317,7 @@ async def one_round(
         with Timer() as t:
             committed = await commit_all(session, interleaved)
         verify(server, streams, committed, driver.name)
-        result["commit 1 conn"] = Figures(len(interleaved), events, t.wall, t.cpu).as_dict()
+        result["commit 1 conn"] = figures(len(interleaved), events, t.wall, t.cpu)
         with Timer() as t:
             read_pages = read_events = 0
             first_seq = 0
@@ -344,7 +328,7 @@ async def one_round(
                 read_pages, read_events, first_seq = read_pages + rows, read_events + docs, last + 1
         if (read_pages, read_events) != (len(interleaved), events):
             raise RuntimeError(f"{driver.name}: read {read_pages} pages, {read_events} events")
-        result["read"] = Figures(read_pages, read_events, t.wall, t.cpu).as_dict()
+        result["read"] = figures(read_pages, read_events, t.wall, t.cpu)
 
     reset(server, len(streams))
     async with AsyncExitStack() as stack:
@@ -355,7 +339,7 @@ async def one_round(
         with Timer() as t:
             counts = await asyncio.gather(*(commit_all(s, pages) for s, pages in zip(sessions, streams, strict=True)))
         verify(server, streams, sum(counts), driver.name)
-        result["commit pool"] = Figures(len(interleaved), events, t.wall, t.cpu).as_dict()
+        result["commit pool"] = figures(len(interleaved), events, t.wall, t.cpu)
     return result
 
 
