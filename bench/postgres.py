@@ -13,7 +13,8 @@ claims every stream, so nothing would be shared) and the bench stops it with SIG
 is delivered. Measured per configuration, median over --rounds rounds, configurations alternating
 (A B C A B C ...) because this machine's speed drifts by 2x within minutes:
 
-* wall: from starting the first process until the sinks hold every seeded event;
+* wall: from starting the first process until the sinks hold every seeded event (so it includes
+  each process's start-up, about half a second, and for 3 replicas the start-up rebalance);
 * events/s delivered end to end, and that divided by the number of replicas;
 * CPU s per 10k events: user + system of all the collector processes (``wait4``, start to exit);
 * PostgreSQL server CPU s per 10k events: the postmaster's own and reaped children's time plus that
