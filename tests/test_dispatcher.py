@@ -387,3 +387,20 @@ async def test_partial_batch_waits_up_to_batch_max_age(store: StateStore) -> Non
         tg.cancel_scope.cancel()
 
     assert [[e.key for e in b] for b in sink.batches] == [["a1", "a2", "a3"]]
+
+
+async def test_draining_stops_at_drain_through_while_others_keep_spooling(store: StateStore) -> None:
+    """A replica stopping on shared state drains what was spooled when it stopped (drain_through), not
+    what other replicas commit meanwhile: that is the next owner's, and the stop stays short."""
+    await spool(store, KEYS)
+    await spool(store, ["other-replica-1", "other-replica-2"], window_end=3_000)
+    sink = MemorySink()
+    worker = dispatcher(store, sink, settings())
+    worker.drain_through = len(KEYS)
+
+    with anyio.fail_after(10):
+        await worker.run(until_drained=drained())
+
+    assert sink.keys == KEYS
+    assert await store.sink_offset("mem") == len(KEYS)
+    assert await store.backlog(len(KEYS)) == 2

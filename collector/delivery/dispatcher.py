@@ -79,6 +79,9 @@ class Dispatcher:
         self._batch_events = 0
         self.delivered = 0
         self.healthy = True
+        # Draining stops here even if more arrives: replicas sharing the spool go on committing while
+        # this one stops, and what they add is the next owner's to deliver (None: drain it all).
+        self.drain_through: int | None = None
 
     async def run(self, *, until_drained: anyio.Event | None = None) -> None:
         """Deliver forever; with ``until_drained``, return once it is set and nothing is left."""
@@ -169,6 +172,10 @@ class Dispatcher:
         while True:
             rows = await self._store.read_spool(self._sent, self.settings.batch_max_events)
             draining = until_drained is not None and until_drained.is_set()
+            if draining and self.drain_through is not None:
+                rows = [row for row in rows if row.seq <= self.drain_through]
+                if not rows and not self._unconfirmed:
+                    return None
             if not rows:
                 if self._unconfirmed:  # idle, but confirmations are due: the caller asks for them
                     assert self._acking is not None

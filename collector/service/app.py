@@ -135,6 +135,7 @@ class Collector:
         self.health: HealthServer | None = None
         self.ready = anyio.Event()
         self.ownership: Ownership = SoleOwner()
+        self._store: StateStore | None = None
         self._stop_requested = anyio.Event()
         self._hangups: AsyncIterator[signal.Signals] | None = None
         self._log = get_logger()
@@ -147,7 +148,7 @@ class Collector:
         async with AsyncExitStack() as stack:
             if self.handle_signals:  # first in, last out: see the module docstring
                 self._hangups = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP))
-            store = await self._open_store(stack)
+            store = self._store = await self._open_store(stack)
             self.telemetry.record_waiting = store.record_waiting  # so `status` can show a stream held back
             signal_, acked = SpoolSignal(), SpoolSignal()
             self.dispatchers = await self._dispatchers(stack, store, signal_, acked)
@@ -215,6 +216,12 @@ class Collector:
             store = await Store.open(lock.state_path, synchronous=state.synchronous)
         stack.push_async_callback(store.close)
         return store
+
+    async def _last_seq(self) -> int | None:
+        assert self._store is not None
+        with anyio.move_on_after(5):  # a database that does not answer: drain until the grace ends
+            return (await self._store.usage()).last_seq
+        return None
 
     def _holds(self, kind: str, name: str) -> bool:
         return self.ownership.holds(kind, name)
@@ -291,6 +298,10 @@ class Collector:
                     for poller in self.pollers:
                         tg.start_soon(self._run_poller, poller, results)
             await self.ownership.release_all("stream")  # another replica may go on at once
+            if not isinstance(self.ownership, SoleOwner):  # the spool is shared: drain what is there now
+                last = await self._last_seq()
+                for dispatcher in self.dispatchers:
+                    dispatcher.drain_through = last
             collection_done.set()  # dispatchers now drain what is spooled, then return
 
         async def stop_on_request() -> None:
