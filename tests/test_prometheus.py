@@ -186,6 +186,7 @@ async def _check_alert_rules(http: aiohttp.ClientSession, prometheus: Prometheus
         "MimecastSinkNotDelivering",
         "MimecastSpoolNearlyFull",
         "MimecastApiThrottled",
+        "MimecastStateUnavailable",
     }
     for rule in rules:
         expr = rule["query"]
@@ -207,7 +208,7 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
         pytest.fail("promtool is not installed: apt-get install --no-install-recommends prometheus")
     checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
     tests = ALERTS.with_name("alerts.test.yml")
     tested = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True, check=False)
     assert tested.returncode == 0, tested.stdout + tested.stderr
