@@ -92,6 +92,7 @@ class LeaseOwnership:
         self._scopes: dict[tuple[str, str], anyio.CancelScope] = {}
         self._stopped: dict[tuple[str, str], anyio.Event] = {}
         self._first_round = anyio.Event()
+        self._live_elsewhere: set[tuple[str, str]] = set()  # once-mode: held by another live replica
         self._log = get_logger(node=store.node)
 
     def holds(self, kind: str, name: str) -> bool:
@@ -124,17 +125,23 @@ class LeaseOwnership:
             target = len(names) if self._once else fair_share(len(names), live, rank)
             if len(mine) > target and not self._once:
                 await self._give_up(kind, mine[target:], live)
-            elif len(mine) < target and self._claiming and not (self._once and self._first_round.is_set()):
+            elif len(mine) < target and self._claiming:
                 free = [name for name in names if (kind, name) not in self._held]
                 for name, epoch in (await store.claim(kind, free, target - len(mine), self._lease_secs)).items():
                     self._held[(kind, name)] = epoch
                     self._log.info("lease_acquired", kind=kind, name=name, epoch=epoch, live_nodes=live)
                     self._grant((kind, name))
             self._telemetry.owned.labels(kind).set(sum(1 for k, _ in self._held if k == kind))
+        if self._once:  # what a live replica runs is skipped; a dead one's leases are waited out
+            self._live_elsewhere = {
+                (lease.kind, lease.name)
+                for lease in await store.leases()
+                if lease.node is not None and lease.node != store.node and lease.node in nodes
+            }
 
     async def _until_next_round(self) -> float:
         wait = self._lease_secs / 3
-        if self._claiming and not self._once:
+        if self._claiming:
             expiry = await self._store.next_expiry_secs(self._lease_secs)
             if expiry is not None:
                 wait = min(wait, max(MIN_ROUND_SECS, expiry + MIN_ROUND_SECS))
@@ -195,11 +202,11 @@ class LeaseOwnership:
     async def _wait_for(self, key: tuple[str, str], until: anyio.Event | None) -> bool:
         if self._once:
             await self._first_round.wait()
-            if key not in self._held:
-                self._log.info("skipped_owned_elsewhere", kind=key[0], name=key[1])
-            return key in self._held
         while key not in self._held:
             if until is not None and until.is_set():
+                return False
+            if self._once and key in self._live_elsewhere:
+                self._log.info("skipped_owned_elsewhere", kind=key[0], name=key[1])
                 return False
             event = self._granted.setdefault(key, anyio.Event())
             with anyio.move_on_after(0.5):  # also looks at `until` now and then
