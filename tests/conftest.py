@@ -127,16 +127,15 @@ def state_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) 
 
 
 @pytest.fixture
-async def open_state(
-    backend: str, state_options: dict[str, Any], tmp_path: Path
-) -> AsyncIterator[Callable[[], Awaitable[StateStore]]]:
-    """Factory: open (again) this test's state on `backend`; every store opened is closed after the test."""
+async def open_state(backend: str, state_options: dict[str, Any]) -> AsyncIterator[Callable[[], Awaitable[StateStore]]]:
+    """Factory: open (again) this test's state on `backend`, the one `state_options` names (so also
+    what a collector run on those options wrote); every store opened is closed after the test."""
     opened: list[StateStore] = []
 
     async def open_() -> StateStore:
         store: StateStore
         if backend == "sqlite":
-            store = await Store.open(tmp_path / "state.db")
+            store = await Store.open(Path(state_options["path"]))
         else:
             options = dict(state_options)
             config = StateConfig(

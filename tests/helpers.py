@@ -90,9 +90,13 @@ def write_config(
     sink: dict[str, Any] | None = None,
     extra_tables: str = "",
     sim: SimSettings = SIM,
+    state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A complete config: one account ``acme`` on the simulator, one file sink ``local``."""
-    body = table("state", {"path": str(directory / "state" / "collector.db")})
+    """A complete config: one account ``acme`` on the simulator, one file sink ``local``.
+
+    ``state``: the [state] table's options (the `state_options` fixture: either backend) instead of a
+    SQLite file; `path` stays in the test's directory either way, for what sinks keep next to it."""
+    body = table("state", {"path": str(directory / "state" / "collector.db"), **(state or {})})
     body += table("service", {"shutdown_grace_secs": 10})
     body += table("accounts.acme", account_options(base_url, auth, sim, **(account or {})))
     body += table("sinks.local", {"type": "file", "path": str(directory / "out" / "events.jsonl"), **(sink or {})})

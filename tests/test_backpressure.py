@@ -1,10 +1,10 @@
-"""A full spool: byte accounting in the store, `block` pauses pollers, `drop_oldest` counts what it drops."""
+"""A full spool, on both backends: byte accounting in the store, `block` pauses pollers, `drop_oldest`
+counts what it drops."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import anyio
 import orjson
@@ -15,21 +15,20 @@ from collector.delivery.backpressure import SpoolGate
 from collector.delivery.dispatcher import SpoolSignal
 from collector.logtypes import Event, serialize
 from collector.service.telemetry import Telemetry
-from collector.state.store import Store
+from collector.state.base import StateStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
+def store(state_store: StateStore) -> StateStore:
+    """A fresh store, on each backend."""
+    return state_store
 
 
 def event(key: str, size: int = 10) -> Event:
     return Event(key, 100, {"k": key, "pad": "x" * size})
 
 
-async def spool(store: Store, keys: list[str], size: int = 10) -> int:
+async def spool(store: StateStore, keys: list[str], size: int = 10) -> int:
     """Commit one page with these events; the total of their spooled bytes."""
     state = await store.stream("acme", "ttp_url", start=0)
     events = [event(k, size) for k in keys]
@@ -37,9 +36,9 @@ async def spool(store: Store, keys: list[str], size: int = 10) -> int:
     return sum(len(serialize(e.doc)) for e in events)
 
 
-async def test_spool_bytes_follow_commits_acks_and_reopen(tmp_path: Path) -> None:
+async def test_spool_bytes_follow_commits_acks_and_reopen(open_state: Callable[[], Awaitable[StateStore]]) -> None:
     """The byte count grows with each commit, shrinks with each deleting ack, and survives reopening."""
-    store = await Store.open(tmp_path / "state.db")
+    store = await open_state()
     first = await spool(store, ["a", "b", "c"])
     second = await spool(store, ["d", "e"], size=50)
     assert (await store.usage()).bytes == first + second
@@ -49,14 +48,11 @@ async def test_spool_bytes_follow_commits_acks_and_reopen(tmp_path: Path) -> Non
     assert (usage.events, usage.bytes, usage.first_seq, usage.last_seq) == (2, second, 4, 5)
     await store.close()
 
-    reopened = await Store.open(tmp_path / "state.db")
-    try:
-        assert (await reopened.usage()).bytes == second
-    finally:
-        await reopened.close()
+    reopened = await open_state()
+    assert (await reopened.usage()).bytes == second
 
 
-async def test_drop_oldest_to_the_event_limit(store: Store) -> None:
+async def test_drop_oldest_to_the_event_limit(store: StateStore) -> None:
     """Ten spooled, limit six: the four oldest go, in one transaction, bytes adjusted."""
     await spool(store, [str(i) for i in range(10)])
 
@@ -69,7 +65,7 @@ async def test_drop_oldest_to_the_event_limit(store: Store) -> None:
     assert [r.key for r in await store.read_spool(0, 100)] == [str(i) for i in range(4, 10)]
 
 
-async def test_drop_oldest_to_the_byte_limit(store: Store) -> None:
+async def test_drop_oldest_to_the_byte_limit(store: StateStore) -> None:
     """A byte limit drops just enough of the oldest rows to get under it."""
     per_row = len(serialize(event("0").doc))
     await spool(store, [str(i) for i in range(10)])
@@ -79,7 +75,7 @@ async def test_drop_oldest_to_the_byte_limit(store: Store) -> None:
     assert await store.drop_oldest(max_events=0, max_bytes=per_row * 7) == (0, 0)  # already fits
 
 
-async def test_backlog_after_drops_counts_only_what_is_left(store: Store) -> None:
+async def test_backlog_after_drops_counts_only_what_is_left(store: StateStore) -> None:
     """A sink whose undelivered rows were dropped sees a backlog of what is still there."""
     await spool(store, [str(i) for i in range(10)])
     await store.drop_oldest(max_events=4, max_bytes=0)
@@ -88,13 +84,13 @@ async def test_backlog_after_drops_counts_only_what_is_left(store: Store) -> Non
 
 
 def gate(
-    store: Store, acked: SpoolSignal, telemetry: Telemetry, *, when_full: str, offsets: dict[str, int]
+    store: StateStore, acked: SpoolSignal, telemetry: Telemetry, *, when_full: str, offsets: dict[str, int]
 ) -> SpoolGate:
     state = StateConfig(max_spool_events=5, max_spool_bytes=0, when_full=when_full)
     return SpoolGate(store, state, telemetry, acked, lambda: offsets)
 
 
-async def test_block_waits_until_a_sink_frees_room(store: Store, log_buffer: io.StringIO) -> None:
+async def test_block_waits_until_a_sink_frees_room(store: StateStore, log_buffer: io.StringIO) -> None:
     """With `block`, a poller waits at a full spool until an ack deletes rows, then goes on."""
     await spool(store, [str(i) for i in range(6)])
     await store.sink_offset("siem")
@@ -121,7 +117,7 @@ async def test_block_waits_until_a_sink_frees_room(store: Store, log_buffer: io.
     assert (await store.usage()).events == 3  # nothing was dropped
 
 
-async def test_drop_oldest_counts_what_each_sink_lost(store: Store, log_buffer: io.StringIO) -> None:
+async def test_drop_oldest_counts_what_each_sink_lost(store: StateStore, log_buffer: io.StringIO) -> None:
     """With `drop_oldest`, the oldest rows go and each sink's undelivered losses are counted and logged."""
     await spool(store, [str(i) for i in range(9)])
     telemetry = Telemetry()
@@ -138,7 +134,7 @@ async def test_drop_oldest_counts_what_each_sink_lost(store: Store, log_buffer: 
     assert warning["undelivered_per_sink"] == {"fast": 1, "slow": 4}
 
 
-async def test_no_limits_no_queries(store: Store) -> None:
+async def test_no_limits_no_queries(store: StateStore) -> None:
     """With both limits at 0 the gate never blocks, whatever is spooled."""
     await spool(store, [str(i) for i in range(50)])
     open_gate = SpoolGate(store, StateConfig(max_spool_bytes=0, max_spool_events=0), Telemetry(), SpoolSignal(), dict)

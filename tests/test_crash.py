@@ -17,11 +17,15 @@ from tests.helpers import delivered_ids, expected_ids, seed, start_collector, wa
 BATCH = 40
 
 
-async def test_sigterm_drains_the_spool_and_exits_zero(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+async def test_sigterm_drains_the_spool_and_exits_zero(
+    make_sim: Callable[..., Any], tmp_path: Path, state_options: dict[str, Any]
+) -> None:
     """SIGTERM mid-run: exit 0, one summary line, nothing duplicated when the next run finishes the job."""
     sim = await make_sim(rate_limit=10, rate_window_ms=1000)
     records = seed(sim, 1500, days=2)
-    config = write_config(tmp_path, sim.base_url, account={"page_size": 50}, sink={"batch_max_events": BATCH})
+    config = write_config(
+        tmp_path, sim.base_url, state=state_options, account={"page_size": 50}, sink={"batch_max_events": BATCH}
+    )
     out, log = tmp_path / "out", tmp_path / "collector.log"
 
     process = await start_collector(config, log)
@@ -44,12 +48,16 @@ async def test_sigterm_drains_the_spool_and_exits_zero(make_sim: Callable[..., A
     assert sorted(delivered) == sorted(expected_ids(records))  # complete, and not one duplicate
 
 
-async def test_second_signal_stops_at_once_and_loses_nothing(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+async def test_second_signal_stops_at_once_and_loses_nothing(
+    make_sim: Callable[..., Any], tmp_path: Path, state_options: dict[str, Any]
+) -> None:
     """Two SIGTERMs: the drain is cut short, exit 0, and the spooled rest is delivered by the next run."""
     sim = await make_sim(rate_limit=20, rate_window_ms=1000)
     records = seed(sim, 1500, days=2)
     # A sink that cannot keep up (fsync of 1-event batches), so the spool is not empty at the signal.
-    config = write_config(tmp_path, sim.base_url, account={"page_size": 100}, sink={"batch_max_events": 1})
+    config = write_config(
+        tmp_path, sim.base_url, state=state_options, account={"page_size": 100}, sink={"batch_max_events": 1}
+    )
     config.write_text(config.read_text().replace("shutdown_grace_secs = 10", "shutdown_grace_secs = 300"))
     out, log = tmp_path / "out", tmp_path / "collector.log"
 

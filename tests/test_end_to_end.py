@@ -31,12 +31,16 @@ def assert_clean_traffic(sim: FakeMimecast) -> None:
     assert sim.stats.reused_request_ids == 0
 
 
-async def test_seven_log_types_over_two_days_arrive_exactly_once(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+async def test_seven_log_types_over_two_days_arrive_exactly_once(
+    make_sim: Callable[..., Any], tmp_path: Path, state_options: dict[str, Any]
+) -> None:
     """The seven windowed log types, listed in the config, x 3,000 events over two days: every one
     delivered once, no 429, no rejected call."""
     sim = await make_sim(rate_limit=20, rate_window_ms=1000)
     records = seed(sim, 3000, days=2)
-    config = write_config(tmp_path, sim.base_url, account={"page_size": 200, "streams": list(SEVEN)})
+    config = write_config(
+        tmp_path, sim.base_url, state=state_options, account={"page_size": 200, "streams": list(SEVEN)}
+    )
 
     result = await run_once(config)
 
@@ -52,11 +56,13 @@ async def test_seven_log_types_over_two_days_arrive_exactly_once(make_sim: Calla
         assert sim.stats.records_served[name] >= 3000, name
 
 
-async def test_second_run_delivers_nothing_new(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+async def test_second_run_delivers_nothing_new(
+    make_sim: Callable[..., Any], tmp_path: Path, state_options: dict[str, Any]
+) -> None:
     """A second `run --once` resumes from the saved positions: no event is delivered twice."""
     sim = await make_sim()
     records = seed(sim, 500, days=1)
-    config = write_config(tmp_path, sim.base_url)
+    config = write_config(tmp_path, sim.base_url, state=state_options)
 
     first = await run_once(config)
     second = await run_once(config)
@@ -104,12 +110,17 @@ async def test_oauth2_tokens_expiring_every_few_seconds(
     assert sim.settings.client_secret not in logs
 
 
-async def test_fatal_error_fails_only_that_stream(make_sim: Callable[..., Any], tmp_path: Path) -> None:
+async def test_fatal_error_fails_only_that_stream(
+    make_sim: Callable[..., Any], tmp_path: Path, state_options: dict[str, Any]
+) -> None:
     """A 403-style rejection of one stream exits non-zero, names it, and the other streams still deliver."""
     sim = await make_sim()
     records = seed(sim, 300, days=1)
     config = write_config(
-        tmp_path, sim.base_url, extra_tables='[accounts.acme.archive_search]\npath = "/api/archive/no-such-endpoint"\n'
+        tmp_path,
+        sim.base_url,
+        state=state_options,
+        extra_tables='[accounts.acme.archive_search]\npath = "/api/archive/no-such-endpoint"\n',
     )
 
     result = await run_once(config)

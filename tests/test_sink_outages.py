@@ -37,7 +37,7 @@ async def wait_for(predicate: Callable[[], bool], secs: float) -> None:
 
 
 async def test_outages_lose_nothing_and_never_block_the_other_sinks(
-    make_sim: Callable[..., Any], tmp_path: Path
+    make_sim: Callable[..., Any], tmp_path: Path, state_options: dict[str, Any]
 ) -> None:
     """HEC answers 429 (Retry-After), ES refuses connections, then 503s, then throttles items: all arrive."""
     sim: FakeMimecast = await make_sim(rate_limit=20, rate_window_ms=1000)
@@ -46,7 +46,9 @@ async def test_outages_lose_nothing_and_never_block_the_other_sinks(
     hec, es = FakeHec(), FakeElasticsearch()
     await hec.start()
     hec.misbehave = Misbehave(status=429, times=4, retry_after="1")
-    config = write_config(tmp_path, sim.base_url, account={"page_size": 100}, extra_tables=siem_sinks(hec, es))
+    config = write_config(
+        tmp_path, sim.base_url, state=state_options, account={"page_size": 100}, extra_tables=siem_sinks(hec, es)
+    )
     collector = Collector(load_config(config), handle_signals=False)
     try:
         async with anyio.create_task_group() as tg:
@@ -76,14 +78,14 @@ async def test_outages_lose_nothing_and_never_block_the_other_sinks(
 
 
 async def test_full_spool_pauses_collection_until_the_sink_returns(
-    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO
+    make_sim: Callable[..., Any], tmp_path: Path, log_buffer: io.StringIO, state_options: dict[str, Any]
 ) -> None:
     """With max_spool_events = 300 and the only sink down, pollers pause; when it returns, all arrive."""
     sim: FakeMimecast = await make_sim()
     records = seed(sim, 500, days=1)
     expected = expected_ids(records)
     es = FakeElasticsearch()
-    config = write_config(tmp_path, sim.base_url, account={"page_size": 100})
+    config = write_config(tmp_path, sim.base_url, state=state_options, account={"page_size": 100})
     text = (
         config.read_text()
         .split("[sinks.local]")[0]

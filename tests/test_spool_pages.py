@@ -1,17 +1,18 @@
-"""The spool keeps one row per committed page: reads, acks and drops that cut across pages, and files
-of schema 4 (one row per event) carried over with their numbers and sink offsets."""
+"""The spool keeps one row per committed page, on both backends: reads, acks and drops that cut across
+pages; and SQLite files of schema 4 (one row per event) carried over with their numbers and sink offsets."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from collector.logtypes import Event, serialize
+from collector.state.base import StateStore
 from collector.state.db import SCHEMA_VERSION
+from collector.state.pg_store import PostgresStore
 from collector.state.store import Store
 
 
@@ -20,32 +21,36 @@ def event(key: str, time: int = 100) -> Event:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
+def store(state_store: StateStore) -> StateStore:
+    """A fresh store, on each backend."""
+    return state_store
 
 
-async def commit(store: Store, keys: list[str], *, account: str = "acme", log_type: str = "ttp_url") -> None:
+async def commit(store: StateStore, keys: list[str], *, account: str = "acme", log_type: str = "ttp_url") -> None:
     state = await store.stream(account, log_type, start=0)
     events = [event(k, 100 + i) for i, k in enumerate(keys)]
     await store.commit_page(events, state.window_done(1000), seen_until=1000, now=1.0)
 
 
-def page_rows(path: Path) -> list[tuple[int, int]]:
-    """(first_seq, events) of every spooled page, straight from the file."""
-    with sqlite3.connect(path) as conn:
-        return [(int(a), int(b)) for a, b in conn.execute("SELECT first_seq, events FROM spool ORDER BY first_seq")]
+async def page_rows(store: StateStore) -> list[tuple[int, int]]:
+    """(first_seq, events) of every spooled page, straight from the table (the file, or the schema)."""
+    query = "SELECT first_seq, events FROM spool ORDER BY first_seq"
+    if isinstance(store, PostgresStore):
+        rows = await store.run(lambda conn: conn.fetch(query), write=False)
+        return [(int(a), int(b)) for a, b in rows]
+    assert isinstance(store, Store)
+    with sqlite3.connect(store.path) as conn:
+        return [(int(a), int(b)) for a, b in conn.execute(query)]
 
 
-async def test_a_page_is_one_row_and_reads_cut_across_pages_in_order(store: Store) -> None:
+async def test_a_page_is_one_row_and_reads_cut_across_pages_in_order(store: StateStore) -> None:
     """Three pages of 3, 2 and 4 events are three rows; any (offset, limit) reads the right events,
     each with its own account and log type."""
     await commit(store, ["a", "b", "c"])
     await commit(store, ["d", "e"], log_type="ttp_impersonation")
     await commit(store, ["f", "g", "h", "i"], account="other")
 
-    assert page_rows(store.path) == [(1, 3), (4, 2), (6, 4)]
+    assert await page_rows(store) == [(1, 3), (4, 2), (6, 4)]
     keys = "abcdefghi"
     for after in range(10):
         for limit in (1, 2, 3, 5, 100):
@@ -62,7 +67,7 @@ async def test_a_page_is_one_row_and_reads_cut_across_pages_in_order(store: Stor
     assert rows[0].doc == serialize(event("c", 102).doc)
 
 
-async def test_an_ack_inside_a_page_cuts_it_to_what_is_still_owed(store: Store) -> None:
+async def test_an_ack_inside_a_page_cuts_it_to_what_is_still_owed(store: StateStore) -> None:
     """Two sinks; the slower one stops inside the second page: the first page goes, the second keeps
     only its undelivered events, and counts and bytes follow exactly."""
     await commit(store, ["a", "b", "c"])
@@ -73,20 +78,20 @@ async def test_an_ack_inside_a_page_cuts_it_to_what_is_still_owed(store: Store) 
     await store.ack("slow", 5, 5, now=2.0, sinks=["fast", "slow"])
 
     usage = await store.usage()
-    assert page_rows(store.path) == [(6, 2)]
+    assert await page_rows(store) == [(6, 2)]
     assert (usage.events, usage.first_seq, usage.last_seq) == (2, 6, 7)
     assert usage.bytes == sum(len(serialize(event(k, 100 + i).doc)) for i, k in enumerate("fg", start=2))
     assert [(r.seq, r.key) for r in await store.read_spool(5, 10)] == [(6, "f"), (7, "g")]
     assert await store.backlog(5) == 2
 
     await store.ack("slow", 7, 2, now=3.0, sinks=["fast", "slow"])
-    assert page_rows(store.path) == []
+    assert await page_rows(store) == []
     assert (await store.usage()).bytes == 0
     await commit(store, ["h"])
     assert [(r.seq, r.key) for r in await store.read_spool(7, 10)] == [(8, "h")]  # numbers go on
 
 
-async def test_drop_oldest_takes_whole_pages_then_part_of_one(store: Store) -> None:
+async def test_drop_oldest_takes_whole_pages_then_part_of_one(store: StateStore) -> None:
     """Nine events in pages of 4, 3 and 2; a limit of 4 drops the first page whole and one event of
     the second, which then starts at 6."""
     await commit(store, ["a", "b", "c", "d"])
@@ -95,7 +100,7 @@ async def test_drop_oldest_takes_whole_pages_then_part_of_one(store: Store) -> N
 
     assert await store.drop_oldest(max_events=4, max_bytes=0) == (1, 5)
 
-    assert page_rows(store.path) == [(6, 2), (8, 2)]
+    assert await page_rows(store) == [(6, 2), (8, 2)]
     assert [r.key for r in await store.read_spool(0, 100)] == ["f", "g", "h", "i"]
     assert (await store.usage()).bytes == sum(len(r.doc) for r in await store.read_spool(0, 100))
 

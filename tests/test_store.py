@@ -1,4 +1,5 @@
-"""The SQLite store on real files: streams, dedup, the spool, sink offsets, failures and reopening."""
+"""The store's guarantees on both backends (streams, dedup, the spool, sink offsets, reopening), and
+the SQLite file's own failures (corruption, side connections, page size, read-only opens)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import anyio.lowlevel
 import pytest
 
 from collector.logtypes.base import Event
+from collector.state.base import StateStore
 from collector.state.db import StoreError
 from collector.state.store import PageResult, SpoolRow, Store, StreamState
 
@@ -39,8 +41,14 @@ def dedup_keys(path: Path) -> list[tuple[int, str, int]]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store on a real file; closed after the test."""
+def store(state_store: StateStore) -> StateStore:
+    """A fresh store, on each backend."""
+    return state_store
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh SQLite store on a real file, for tests that reach into the file; closed after the test."""
     opened = await Store.open(tmp_path / "state.db")
     yield opened
     await opened.close()
@@ -58,7 +66,7 @@ def reap_leaked_connections() -> Iterator[None]:
 # --- streams ---------------------------------------------------------------------------------------
 
 
-async def test_stream_is_created_at_start_once(store: Store) -> None:
+async def test_stream_is_created_at_start_once(store: StateStore) -> None:
     """The first call creates the stream at `start`; later calls return the saved state and ignore `start`."""
     first = await store.stream("acme", "ttp_url", start=START)
     await store.commit_page([], first.next_page(2_000, "tok-1"), seen_until=2_000, now=5.0)
@@ -69,7 +77,7 @@ async def test_stream_is_created_at_start_once(store: Store) -> None:
     assert again == StreamState(first.id, "acme", "ttp_url", START, 2_000, "tok-1")
 
 
-async def test_streams_of_other_accounts_and_types_are_separate(store: Store) -> None:
+async def test_streams_of_other_accounts_and_types_are_separate(store: StateStore) -> None:
     """Each (account, log type) pair is its own stream with its own id and start."""
     a = await store.stream("acme", "ttp_url", start=1)
     b = await store.stream("acme", "archive_search", start=2)
@@ -82,7 +90,7 @@ async def test_streams_of_other_accounts_and_types_are_separate(store: Store) ->
 # --- commit_page and dedup -------------------------------------------------------------------------
 
 
-async def test_commit_page_spools_new_events_and_counts_duplicates(store: Store) -> None:
+async def test_commit_page_spools_new_events_and_counts_duplicates(store: StateStore) -> None:
     """Duplicates within a page and against earlier pages are counted, not spooled; the position is saved.
 
     A key always comes with the same event time (every log type's key covers its time field).
@@ -109,65 +117,65 @@ async def test_commit_page_spools_new_events_and_counts_duplicates(store: Store)
     assert row["last_success_at"] == 6.0
 
 
-async def test_failed_commit_changes_neither_dedup_nor_position(store: Store) -> None:
+async def test_failed_commit_changes_neither_dedup_nor_position(sqlite_store: Store) -> None:
     """The spool INSERT fails mid-transaction: dedup keys and the stream position stay as they were."""
-    state = await store.stream("acme", "ttp_url", start=START)
-    await store.commit_page([ev("a")], state.next_page(2_000, "t1"), seen_until=2_000, now=5.0)
-    with sqlite3.connect(store.path) as other:
+    state = await sqlite_store.stream("acme", "ttp_url", start=START)
+    await sqlite_store.commit_page([ev("a")], state.next_page(2_000, "t1"), seen_until=2_000, now=5.0)
+    with sqlite3.connect(sqlite_store.path) as other:
         other.execute("DROP TABLE spool")
 
     with pytest.raises(StoreError, match="no such table: spool"):
-        await store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=3_000, now=6.0)
+        await sqlite_store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=3_000, now=6.0)
 
-    assert dedup_keys(store.path) == [(state.id, "a", 2_000)]
-    assert await store.stream("acme", "ttp_url", start=0) == StreamState(
+    assert dedup_keys(sqlite_store.path) == [(state.id, "a", 2_000)]
+    assert await sqlite_store.stream("acme", "ttp_url", start=0) == StreamState(
         state.id, "acme", "ttp_url", START, 2_000, "t1"
     )
 
 
-async def test_every_read_turns_a_sqlite_failure_into_a_store_error(store: Store) -> None:
+async def test_every_read_turns_a_sqlite_failure_into_a_store_error(sqlite_store: Store) -> None:
     """Reads outside a transaction fail like commits do: a StoreError that says why (exit 74), never a
     raw sqlite3 error (which would crash the collector with exit 70)."""
-    await store.stream("acme", "ttp_url", start=START)
-    await store.sink_offset("siem")
-    with sqlite3.connect(store.path) as other:
+    await sqlite_store.stream("acme", "ttp_url", start=START)
+    await sqlite_store.sink_offset("siem")
+    with sqlite3.connect(sqlite_store.path) as other:
         other.execute("DROP TABLE spool")
         other.execute("DROP TABLE sinks")
         other.execute("DROP TABLE streams")
 
     reads: list[Callable[[], Awaitable[object]]] = [
-        store.usage,
-        functools.partial(store.backlog, 0),
-        functools.partial(store.read_spool, 0, 10),
-        store.sinks,
-        store.streams,
+        sqlite_store.usage,
+        functools.partial(sqlite_store.backlog, 0),
+        functools.partial(sqlite_store.read_spool, 0, 10),
+        sqlite_store.sinks,
+        sqlite_store.streams,
     ]
     for read in reads:
         with pytest.raises(StoreError, match="no such table"):
             await read()
 
 
-async def test_commit_failing_at_the_position_update_spools_nothing(store: Store) -> None:
+async def test_commit_failing_at_the_position_update_spools_nothing(sqlite_store: Store) -> None:
     """The last statement (position update) fails: the page's spool rows and dedup keys are rolled back too."""
-    state = await store.stream("acme", "ttp_url", start=START)
-    with sqlite3.connect(store.path) as other:
+    state = await sqlite_store.stream("acme", "ttp_url", start=START)
+    with sqlite3.connect(sqlite_store.path) as other:
         other.execute("CREATE TRIGGER refuse BEFORE UPDATE ON streams BEGIN SELECT RAISE(ABORT, 'refused'); END")
 
     with pytest.raises(StoreError, match="refused"):
-        await store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=2_000, now=5.0)
+        await sqlite_store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=2_000, now=5.0)
 
-    assert await store.read_spool(0, 100) == []
-    assert dedup_keys(store.path) == []
-    with sqlite3.connect(store.path) as other:
+    assert await sqlite_store.read_spool(0, 100) == []
+    assert dedup_keys(sqlite_store.path) == []
+    with sqlite3.connect(sqlite_store.path) as other:
         other.execute("DROP TRIGGER refuse")
-    retried = await store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=2_000, now=6.0)
+    retried = await sqlite_store.commit_page([ev("a"), ev("b")], state.window_done(2_000), seen_until=2_000, now=6.0)
     assert retried == PageResult(new=2, duplicates=0)
-    assert [r.key for r in await store.read_spool(0, 100)] == ["a", "b"]
+    assert [r.key for r in await sqlite_store.read_spool(0, 100)] == ["a", "b"]
 
 
-async def test_commit_runs_without_yielding_to_other_tasks(store: Store) -> None:
+async def test_commit_runs_without_yielding_to_other_tasks(sqlite_store: Store) -> None:
     """No other task runs between BEGIN and COMMIT: a page's transaction cannot be cut by a cancel."""
-    state = await store.stream("acme", "ttp_url", start=START)
+    state = await sqlite_store.stream("acme", "ttp_url", start=START)
     ticks = [0]
     seen: dict[str, int] = {}
 
@@ -181,33 +189,35 @@ async def test_commit_runs_without_yielding_to_other_tasks(store: Store) -> None
             ticks[0] += 1
             await anyio.lowlevel.checkpoint()
 
-    store._db._conn.set_trace_callback(trace)
+    sqlite_store._db._conn.set_trace_callback(trace)
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         await anyio.sleep(0.01)
-        await store.commit_page([ev(str(i)) for i in range(400)], state.window_done(2_000), seen_until=2_000, now=5.0)
+        await sqlite_store.commit_page(
+            [ev(str(i)) for i in range(400)], state.window_done(2_000), seen_until=2_000, now=5.0
+        )
         tg.cancel_scope.cancel()
     assert seen["BEGIN"] == seen["COMMIT"] > 0
 
 
-async def test_commit_cancelled_while_queued_leaves_nothing(store: Store) -> None:
+async def test_commit_cancelled_while_queued_leaves_nothing(sqlite_store: Store) -> None:
     """A commit cancelled while it waits for the store leaves no trace, and the store stays usable."""
-    state = await store.stream("acme", "ttp_url", start=START)
-    async with store._lock, anyio.create_task_group() as tg:  # the lock: another transaction is running
+    state = await sqlite_store.stream("acme", "ttp_url", start=START)
+    async with sqlite_store._lock, anyio.create_task_group() as tg:  # the lock: another transaction is running
         tg.start_soon(
-            functools.partial(store.commit_page, [ev("a")], state.window_done(2_000), seen_until=2_000, now=5.0)
+            functools.partial(sqlite_store.commit_page, [ev("a")], state.window_done(2_000), seen_until=2_000, now=5.0)
         )
         await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
 
-    assert dedup_keys(store.path) == []
-    assert await store.read_spool(0, 100) == []
-    assert await store.stream("acme", "ttp_url", start=0) == state
-    again = await store.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=6.0)
+    assert dedup_keys(sqlite_store.path) == []
+    assert await sqlite_store.read_spool(0, 100) == []
+    assert await sqlite_store.stream("acme", "ttp_url", start=0) == state
+    again = await sqlite_store.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=6.0)
     assert again == PageResult(new=1, duplicates=0)
 
 
-async def test_dedup_is_per_stream(store: Store) -> None:
+async def test_dedup_is_per_stream(store: StateStore) -> None:
     """The same key in two streams is spooled once for each."""
     url = await store.stream("acme", "ttp_url", start=START)
     search = await store.stream("acme", "archive_search", start=START)
@@ -219,7 +229,7 @@ async def test_dedup_is_per_stream(store: Store) -> None:
     assert [r.key for r in await store.read_spool(0, 100)] == ["same", "same"]
 
 
-async def test_prune_before_drops_old_keys_of_that_stream_only(store: Store) -> None:
+async def test_prune_before_drops_old_keys_of_that_stream_only(store: StateStore) -> None:
     """Keys first seen before `prune_before` are forgotten for that stream; other streams' keys stay.
 
     A key keeps the end of the window that first returned it: the API answered it for a query ending
@@ -234,23 +244,25 @@ async def test_prune_before_drops_old_keys_of_that_stream_only(store: Store) -> 
 
     await store.commit_page([], url.window_done(4_000), seen_until=400, prune_before=200, now=7.0)
 
-    assert dedup_keys(store.path) == [
-        (url.id, "new", 300),
-        (search.id, "old", 100),
-    ]
+    # Through the store itself, so both backends answer: a forgotten key is new again, a kept one is not.
     search_again = await store.commit_page([ev("old")], search.window_done(5_000), seen_until=500, now=8.0)
     assert search_again == PageResult(new=0, duplicates=1)
+    url_again = await store.commit_page(
+        [ev("new"), ev("old"), ev("kept")], url.window_done(5_000), seen_until=500, now=8.0
+    )
+    assert url_again == PageResult(new=2, duplicates=1)
+    assert [r.key for r in await store.read_spool(0, 100)][-2:] == ["old", "kept"]
 
 
 # --- spool and sinks -------------------------------------------------------------------------------
 
 
-async def fill(store: Store, keys: list[str]) -> None:
+async def fill(store: StateStore, keys: list[str]) -> None:
     state = await store.stream("acme", "ttp_url", start=START)
     await store.commit_page([ev(k) for k in keys], state.window_done(2_000), seen_until=2_000, now=5.0)
 
 
-async def test_read_spool_returns_rows_after_offset_in_order_with_limit(store: Store) -> None:
+async def test_read_spool_returns_rows_after_offset_in_order_with_limit(store: StateStore) -> None:
     """Rows strictly after the offset, in seq order, at most `limit` of them."""
     await fill(store, ["a", "b", "c", "d", "e"])
 
@@ -264,7 +276,7 @@ async def test_read_spool_returns_rows_after_offset_in_order_with_limit(store: S
     assert await store.read_spool(5, 10) == []
 
 
-async def test_ack_deletes_only_rows_every_sink_has(store: Store) -> None:
+async def test_ack_deletes_only_rows_every_sink_has(store: StateStore) -> None:
     """A fast sink's ack keeps rows the slow sink still needs; the slow sink's ack then frees them."""
     await fill(store, ["a", "b", "c", "d", "e"])
     assert (await store.sink_offset("fast"), await store.sink_offset("slow")) == (0, 0)
@@ -277,7 +289,7 @@ async def test_ack_deletes_only_rows_every_sink_has(store: Store) -> None:
     assert (await store.sink_offset("fast"), await store.sink_offset("slow")) == (4, 2)
 
 
-async def test_new_sink_starts_at_zero_and_sees_everything_still_spooled(store: Store) -> None:
+async def test_new_sink_starts_at_zero_and_sees_everything_still_spooled(store: StateStore) -> None:
     """A sink added later starts at offset 0 and reads every row not yet deleted."""
     await fill(store, ["a", "b", "c", "d"])
     await store.sink_offset("old")
@@ -291,7 +303,7 @@ async def test_new_sink_starts_at_zero_and_sees_everything_still_spooled(store: 
     assert [r.key for r in await store.read_spool(0, 100)] == ["c", "d"]
 
 
-async def test_configured_sink_without_offset_blocks_deletion(store: Store) -> None:
+async def test_configured_sink_without_offset_blocks_deletion(store: StateStore) -> None:
     """A configured sink that never registered an offset keeps every row spooled."""
     await fill(store, ["a", "b"])
     await store.sink_offset("one")
@@ -301,8 +313,9 @@ async def test_configured_sink_without_offset_blocks_deletion(store: Store) -> N
     assert [r.seq for r in await store.read_spool(0, 100)] == [1, 2]
 
 
-async def test_seq_is_never_reused_after_deletion(store: Store) -> None:
+async def test_seq_is_never_reused_after_deletion(open_state: Callable[[], Awaitable[StateStore]]) -> None:
     """After every row is delivered and deleted, new rows get higher seq numbers (also after reopening)."""
+    store = await open_state()
     await fill(store, ["a", "b", "c"])
     await store.sink_offset("only")
     await store.ack("only", 3, 3, now=10.0, sinks=["only"])
@@ -311,12 +324,9 @@ async def test_seq_is_never_reused_after_deletion(store: Store) -> None:
     state = await store.stream("acme", "ttp_url", start=START)
     await store.commit_page([ev("d")], state.window_done(3_000), seen_until=3_000, now=11.0)
     await store.close()
-    reopened = await Store.open(store.path)
-    try:
-        await reopened.commit_page([ev("e")], state.window_done(4_000), seen_until=4_000, now=12.0)
-        rows = await reopened.read_spool(0, 100)
-    finally:
-        await reopened.close()
+    reopened = await open_state()
+    await reopened.commit_page([ev("e")], state.window_done(4_000), seen_until=4_000, now=12.0)
+    rows = await reopened.read_spool(0, 100)
 
     assert [(r.seq, r.key) for r in rows] == [(4, "d"), (5, "e")]
 
@@ -324,7 +334,7 @@ async def test_seq_is_never_reused_after_deletion(store: Store) -> None:
 # --- errors, resets, reporting ---------------------------------------------------------------------
 
 
-async def test_reset_stream_rewinds_and_clears_paging_and_errors(store: Store) -> None:
+async def test_reset_stream_rewinds_and_clears_paging_and_errors(store: StateStore) -> None:
     """reset_stream sets window_start, clears window_end, page token, last error and fatal."""
     state = await store.stream("acme", "ttp_url", start=START)
     await store.commit_page([ev("a")], state.next_page(5_000, "tok"), seen_until=5_000, now=5.0)
@@ -337,7 +347,7 @@ async def test_reset_stream_rewinds_and_clears_paging_and_errors(store: Store) -
     assert (row["last_error"], row["fatal"], row["paging"]) == (None, 0, 0)
 
 
-async def test_reset_stream_creates_a_missing_stream(store: Store) -> None:
+async def test_reset_stream_creates_a_missing_stream(store: StateStore) -> None:
     """Resetting a stream that does not exist yet creates it at the given start."""
     assert await store.reset_stream("acme", "archive_search", 777) is True
 
@@ -346,7 +356,7 @@ async def test_reset_stream_creates_a_missing_stream(store: Store) -> None:
     assert (state.window_start, state.window_end, state.page_token) == (777, None, None)
 
 
-async def test_record_error_and_streams_report(store: Store) -> None:
+async def test_record_error_and_streams_report(store: StateStore) -> None:
     """streams() shows position, paging, last error and fatal; a successful commit clears the error."""
     state = await store.stream("acme", "ttp_url", start=START)
     await store.commit_page([ev("a"), ev("b")], state.next_page(2_000, "t"), seen_until=2_000, now=5.0)
@@ -374,7 +384,7 @@ async def test_record_error_and_streams_report(store: Store) -> None:
     assert (row["last_error"], row["fatal"], row["paging"]) == (None, 0, 0)
 
 
-async def test_sinks_report_offset_delivered_error_and_backlog(store: Store) -> None:
+async def test_sinks_report_offset_delivered_error_and_backlog(store: StateStore) -> None:
     """sinks() shows each sink's offset, total delivered, last error and backlog; an ack clears the error."""
     await fill(store, ["a", "b", "c"])
     await store.sink_offset("siem")
@@ -406,30 +416,26 @@ async def test_sinks_report_offset_delivered_error_and_backlog(store: Store) -> 
     assert (siem["last_error"], siem["backlog"], siem["delivered_total"]) == (None, 0, 3)
 
 
-# --- files: reopening, corruption, bad paths -------------------------------------------------------
+# --- reopening; the SQLite file: corruption, bad paths -------------------------------------------------------
 
 
-async def test_state_survives_reopen(tmp_path: Path) -> None:
+async def test_state_survives_reopen(open_state: Callable[[], Awaitable[StateStore]]) -> None:
     """Close and open again: stream positions, dedup keys, spool rows and sink offsets are all there."""
-    path = tmp_path / "state.db"
-    first = await Store.open(path)
+    first = await open_state()
     state = await first.stream("acme", "ttp_url", start=START)
     await first.commit_page([ev("a"), ev("b")], state.next_page(2_000, "tok"), seen_until=2_000, now=5.0)
     await first.sink_offset("siem")
     await first.ack("siem", 1, 1, now=6.0, sinks=["siem", "file"])
     await first.close()
 
-    second = await Store.open(path)
-    try:
-        assert await second.stream("acme", "ttp_url", start=0) == StreamState(
-            state.id, "acme", "ttp_url", START, 2_000, "tok"
-        )
-        assert await second.sink_offset("siem") == 1
-        assert [r.key for r in await second.read_spool(0, 100)] == ["a", "b"]
-        again = await second.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=7.0)
-        assert again == PageResult(new=0, duplicates=1)
-    finally:
-        await second.close()
+    second = await open_state()
+    assert await second.stream("acme", "ttp_url", start=0) == StreamState(
+        state.id, "acme", "ttp_url", START, 2_000, "tok"
+    )
+    assert await second.sink_offset("siem") == 1
+    assert [r.key for r in await second.read_spool(0, 100)] == ["a", "b"]
+    again = await second.commit_page([ev("a")], state.window_done(2_000), seen_until=2_000, now=7.0)
+    assert again == PageResult(new=0, duplicates=1)
 
 
 def page_size(path: Path) -> int:
@@ -544,7 +550,7 @@ async def test_read_only_open_of_missing_file_fails(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-async def test_raw_kept_record_is_a_duplicate_in_the_next_window(store: Store) -> None:
+async def test_raw_kept_record_is_a_duplicate_in_the_next_window(store: StateStore) -> None:
     """A record kept raw takes its window's end as time; fetched again by the next window it is still a duplicate."""
     state = await store.stream("acme", "ttp_url", start=START)
     first = await store.commit_page(
@@ -556,7 +562,7 @@ async def test_raw_kept_record_is_a_duplicate_in_the_next_window(store: Store) -
     assert (first, again) == (PageResult(new=1, duplicates=0), PageResult(new=0, duplicates=1))
 
 
-async def test_a_cursor_commits_with_its_events_and_reset_clears_it(store: Store) -> None:
+async def test_a_cursor_commits_with_its_events_and_reset_clears_it(store: StateStore) -> None:
     """A non-windowed stream's cursor is saved in the events' transaction, survives reopening, and
     `reset` clears it so the stream begins again at the new start."""
     state = await store.stream("acme", "siem_cg.receipt", start=START)

@@ -1,14 +1,15 @@
-"""A stream's server-imposed wait (schema 3) and remembered endpoint path (schema 4) in the state file,
-and files of schema 2 brought up to the current schema."""
+"""A stream's server-imposed wait (schema 3) and remembered endpoint path (schema 4), on both backends,
+and SQLite files of schema 2 brought up to the current schema."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from collector.state.base import StateStore
 from collector.state.db import SCHEMA_VERSION
 from collector.state.store import Store
 
@@ -54,13 +55,12 @@ def user_version(path: Path) -> int:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
+def store(state_store: StateStore) -> StateStore:
+    """A fresh store, on each backend."""
+    return state_store
 
 
-async def test_record_waiting_shows_in_streams_until_cleared(store: Store) -> None:
+async def test_record_waiting_shows_in_streams_until_cleared(store: StateStore) -> None:
     """record_waiting stores until when and why; None clears both."""
     await store.stream("acme", "ttp_url", start=1000)
     await store.record_waiting("acme", "ttp_url", 1234.5, "rate limited (HTTP 429)")
@@ -72,7 +72,7 @@ async def test_record_waiting_shows_in_streams_until_cleared(store: Store) -> No
     assert (cleared["waiting_until"], cleared["waiting_reason"]) == (None, None)
 
 
-async def test_reset_clears_a_recorded_wait(store: Store) -> None:
+async def test_reset_clears_a_recorded_wait(store: StateStore) -> None:
     """Rewinding a stream forgets the wait it was in."""
     await store.stream("acme", "ttp_url", start=1000)
     await store.record_waiting("acme", "ttp_url", 1234.5, "rate limited (HTTP 429)")
@@ -108,22 +108,18 @@ async def test_a_schema_2_file_migrates_to_the_current_schema_keeping_its_stream
     assert user_version(path) == SCHEMA_VERSION
 
 
-async def test_a_remembered_endpoint_path_survives_a_reopen_and_a_reset(tmp_path: Path) -> None:
-    """save_endpoint_path is on disk for the next process; rewinding the stream keeps it (it is the
+async def test_a_remembered_endpoint_path_survives_a_reopen_and_a_reset(
+    open_state: Callable[[], Awaitable[StateStore]],
+) -> None:
+    """save_endpoint_path is stored for the next process; rewinding the stream keeps it (it is the
     account's API, not the stream's position)."""
-    path = tmp_path / "state.db"
-    first = await Store.open(path)
-    try:
-        state = await first.stream("acme", "archive_search", start=1000)
-        await first.save_endpoint_path(state.id, "/api/archive/get-search-logs")
-        await first.reset_stream("acme", "archive_search", 500)
-    finally:
-        await first.close()
-    second = await Store.open(path)
-    try:
-        reopened = await second.stream("acme", "archive_search", start=0)
-    finally:
-        await second.close()
+    first = await open_state()
+    state = await first.stream("acme", "archive_search", start=1000)
+    await first.save_endpoint_path(state.id, "/api/archive/get-search-logs")
+    await first.reset_stream("acme", "archive_search", 500)
+    await first.close()
+    second = await open_state()
+    reopened = await second.stream("acme", "archive_search", start=0)
 
     assert (reopened.window_start, reopened.endpoint_path) == (500, "/api/archive/get-search-logs")
 

@@ -99,6 +99,10 @@ class LeaseTable:
     async def claim(self, kind: str, names: Sequence[str], count: int, lease_secs: float) -> dict[str, int]:
         """Take up to ``count`` of ``names`` that are free or expired: {name: new epoch}.
 
+        A lease still under this node's own name is taken too: the caller does not hold it, so it
+        is an earlier process of this node that died (a restart with `node` configured); the new
+        epoch fences that one instead of waiting ``lease_secs`` for it to expire.
+
         Rows locked by a commit in flight are skipped this round. Each node tries them in its own
         order (a hash of name and node), so replicas claiming at once mostly take different ones.
         """
@@ -108,7 +112,8 @@ class LeaseTable:
         async def op(conn: Conn) -> list[asyncpg.Record]:
             return await conn.fetch(
                 "WITH free AS (SELECT kind, name FROM leases WHERE kind = $2 AND name = ANY($4::text[]) "
-                "AND (node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => $3)) "
+                "AND (node IS NULL OR node = $1 OR renewed_at IS NULL "
+                "OR renewed_at < now() - make_interval(secs => $3)) "
                 "ORDER BY md5(name || $1) LIMIT $5 FOR UPDATE SKIP LOCKED) "
                 "UPDATE leases l SET node = $1, epoch = l.epoch + 1, renewed_at = now() FROM free "
                 "WHERE l.kind = free.kind AND l.name = free.name RETURNING l.name, l.epoch",
