@@ -46,6 +46,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, the server's disk full
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
     asyncpg.exceptions.InvalidTransactionStateError,  # idle-in-transaction timeout killed the session
+    asyncpg.InternalClientError,  # a connection the server's shutdown left mid-protocol (see run)
 )
 
 # Tables: as the SQLite file's (collector/state/db.py), plus what sharing needs. spool_head is the
@@ -203,11 +204,19 @@ class PgDatabase:
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    if not write:
-                        result = await operation(conn)
-                    else:
-                        async with conn.transaction():
+                    try:
+                        if not write:
                             result = await operation(conn)
+                        else:
+                            async with conn.transaction():
+                                result = await operation(conn)
+                    except asyncpg.InternalClientError:
+                        # A session the server ended mid-query can come back from the pool still
+                        # waiting for that query's end ("cannot switch to state 15; another operation
+                        # (2) is in progress", MagicStack/asyncpg#784): every later use fails the same
+                        # way, so it is closed, and the pool connects afresh for the retry.
+                        conn.terminate()
+                        raise
             except LeaseLost:
                 raise
             except TRANSIENT as exc:
