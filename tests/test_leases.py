@@ -1,5 +1,6 @@
-"""Ownership on PostgreSQL, on a real server: fencing of a replica that lost its lease, fair shares,
-takeover after a clean stop, and the loop's behaviour when a lease is taken away under it."""
+"""Ownership on PostgreSQL, on a real server: reset's fencing of a live owner, fair shares, takeover
+after a clean stop, and the loop's behaviour when a lease is taken away under it (the fence on two
+stores is tests/test_pg_leases.py; three replicas under faults, tests/test_replicas.py)."""
 
 from __future__ import annotations
 
@@ -56,42 +57,6 @@ async def holding(store: PostgresStore, kind: str, name: str, lease_secs: float)
     assert name in got
     store.held[(kind, name)] = got[name]
     return got[name]
-
-
-async def test_a_replica_whose_lease_was_taken_cannot_commit_or_ack(
-    replicas: Callable[[str], Awaitable[PostgresStore]],
-) -> None:
-    """A paused replica wakes after another took its stream and sink: its page commit and its ack both
-    roll back with LeaseLost, and the rows keep what the new owner wrote."""
-    a, b = await replicas("node-a"), await replicas("node-b")
-    assert await holding(a, "stream", STREAM, 3) == 1
-    assert await holding(a, "sink", "local", 3) == 1
-    state = await a.stream("acme", "ttp_url", start=1_000)
-    await a.commit_page([ev("e1")], state.next_page(2_000, "tok-a"), seen_until=2_000, now=1.0)
-    assert await a.sink_offset("local") == 0
-
-    # a "freezes"; b finds the leases expired (a claim with lease_secs 0 treats any lease as expired).
-    assert await holding(b, "stream", STREAM, 0) == 2
-    assert await holding(b, "sink", "local", 0) == 2
-    b_state = await b.stream("acme", "ttp_url", start=0)
-    await b.commit_page([ev("e2")], b_state.window_done(2_000), seen_until=2_000, now=2.0)
-    await b.ack("local", 2, 2, now=2.0, sinks=["local"])
-
-    with pytest.raises(LeaseLost):
-        await a.commit_page([ev("e3")], state.next_page(3_000, "tok-stale"), seen_until=3_000, now=3.0)
-    with pytest.raises(LeaseLost):
-        await a.save_position(state.next_page(3_000, "tok-stale"))
-    with pytest.raises(LeaseLost):
-        await a.ack("local", 1, 1, now=3.0, sinks=["local"])
-    await a.record_error(state.id, "stale error", fatal=True, now=3.0)  # status only: skipped, not raised
-
-    [row] = await b.streams()
-    assert (row["window_start"], row["window_end"], row["events_total"], row["last_error"]) == (2_000, None, 2, None)
-    assert (await b.usage()).last_seq == 2  # e3 was never spooled
-    [sink] = await b.sinks()
-    assert sink["offset"] == 2
-    owners = await b.owners()
-    assert owners[("stream", STREAM)][0] == owners[("sink", "local")][0] == "node-b"
 
 
 async def test_a_free_lease_takes_a_new_epoch_and_reset_fences_the_owner(

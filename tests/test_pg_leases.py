@@ -14,6 +14,7 @@ from collector.config.model import StateConfig
 from collector.config.options import Secret
 from collector.logtypes.base import Event
 from collector.state.base import LeaseLost
+from collector.state.leases import take_over
 from collector.state.pg_store import PostgresStore
 
 LEASE_SECS = 3.0
@@ -47,7 +48,7 @@ async def two_nodes(pg_state_options: dict[str, Any]) -> AsyncIterator[TwoNodes]
 
 async def take(store: PostgresStore, kind: str, name: str) -> int:
     """What a takeover does: fence the holder (epoch + 1, free), then claim (epoch + 1 again)."""
-    assert await store.take_over(kind, name, LEASE_SECS, force=True) is None
+    assert await store.run(lambda conn: take_over(conn, kind, name, LEASE_SECS, force=True)) is None
     epoch = (await store.claim(kind, [name], 1, LEASE_SECS))[name]
     store.held[(kind, name)] = epoch
     return epoch

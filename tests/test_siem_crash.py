@@ -23,8 +23,9 @@ async def test_sigkills_mid_answer_lose_nothing_and_repeat_at_most_a_batch_each(
     make_sim: Callable[..., Any], tmp_path: Path
 ) -> None:
     """Killed 4 times while answers of 2,400 records are being committed, then --once: all there."""
-    sim: FakeMimecast = await make_sim(rate_limit=3, rate_window_ms=1000)
-    files = generate_siem_files(24, start=1_796_000_000, records_per_file=1200)
+    # Enough work that the fourth kill still lands mid-run on a fast machine (24 answers at 2 a second).
+    sim: FakeMimecast = await make_sim(rate_limit=2, rate_window_ms=1000)
+    files = generate_siem_files(48, start=1_796_000_000, records_per_file=1200)
     sim.siem.files_per_answer = 2  # 2,400 records an answer: three commits each, kills land between them
     sim.siem.add(files)
     expected = {("mimecast.siem", dedup_key(r, None)) for f in files for r in f.records}
