@@ -102,6 +102,15 @@ def pg_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture
+def own_pg_server() -> Iterator[PgServer]:
+    """A cluster of this test's own, for tests that stop or restart it."""
+    server = PgServer()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
 def pg_state_options(pg_server: PgServer) -> dict[str, Any]:
     """[state] options for a PostgreSQL schema of this test's own."""
     return {
@@ -137,11 +146,7 @@ async def open_state(backend: str, state_options: dict[str, Any]) -> AsyncIterat
         if backend == "sqlite":
             store = await Store.open(Path(state_options["path"]))
         else:
-            options = dict(state_options)
-            config = StateConfig(
-                backend="postgresql", url=options["url"], password=Secret(options["password"]), schema=options["schema"]
-            )
-            store = await PostgresStore.connect(config)
+            store = await PostgresStore.connect(pg_state_config(state_options))
         opened.append(store)
         return store
 
@@ -154,3 +159,31 @@ async def open_state(backend: str, state_options: dict[str, Any]) -> AsyncIterat
 async def state_store(open_state: Callable[[], Awaitable[StateStore]]) -> StateStore:
     """A fresh store on each backend."""
     return await open_state()
+
+
+def pg_state_config(options: dict[str, Any], **overrides: Any) -> StateConfig:
+    """The StateConfig of `pg_state_options` (a replica's node and lease_secs as ``overrides``)."""
+    return StateConfig(
+        backend="postgresql",
+        url=options["url"],
+        password=Secret(options["password"]),
+        schema=options["schema"],
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def open_replica(pg_state_options: dict[str, Any]) -> AsyncIterator[Callable[..., Awaitable[PostgresStore]]]:
+    """Factory: ``await open_replica(node, lease_secs=3.0, fencing=True)``, a replica's store on this
+    test's schema as the collector runs it (leases then kept by the test); closed afterwards."""
+    opened: list[PostgresStore] = []
+
+    async def open_(node: str, *, lease_secs: float = 3.0, fencing: bool = True) -> PostgresStore:
+        store = await PostgresStore.connect(pg_state_config(pg_state_options, node=node, lease_secs=lease_secs))
+        store.fencing = fencing
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()

@@ -3,13 +3,10 @@ the new epoch fences whatever the dead process might still try to write."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from collector.config.model import StateConfig
-from collector.config.options import Secret
 from collector.logtypes.base import Event
 from collector.state.base import LeaseLost
 from collector.state.pg_store import PostgresStore
@@ -17,45 +14,20 @@ from collector.state.pg_store import PostgresStore
 LEASE_SECS = 30.0  # far longer than the test: nothing expires on its own
 
 
-@pytest.fixture
-async def open_replica(pg_state_options: dict[str, Any]) -> AsyncIterator[Callable[[str], Awaitable[PostgresStore]]]:
-    """Factory: a fencing PostgresStore on this test's schema, as the collector runs it, named ``node``."""
-    opened: list[PostgresStore] = []
-
-    async def open_(node: str) -> PostgresStore:
-        options = pg_state_options
-        config = StateConfig(
-            backend="postgresql",
-            url=options["url"],
-            password=Secret(options["password"]),
-            schema=options["schema"],
-            node=node,
-            lease_secs=LEASE_SECS,
-        )
-        store = await PostgresStore.connect(config)
-        store.fencing = True
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        await store.close()
-
-
 async def test_a_restarted_node_takes_its_own_leases_back_and_fences_the_old_process(
-    open_replica: Callable[[str], Awaitable[PostgresStore]],
+    open_replica: Callable[..., Awaitable[PostgresStore]],
 ) -> None:
-    crashed = await open_replica("replica-a")
+    crashed = await open_replica("replica-a", lease_secs=LEASE_SECS)
     await crashed.add_items("stream", ["acme/ttp_url"])
     granted = await crashed.claim("stream", ["acme/ttp_url"], 1, LEASE_SECS)
     crashed.held[("stream", "acme/ttp_url")] = granted["acme/ttp_url"]
     state = await crashed.stream("acme", "ttp_url", start=0)
     # It "dies" here: no leave(), its lease row still names it and was renewed just now.
 
-    other = await open_replica("replica-b")
+    other = await open_replica("replica-b", lease_secs=LEASE_SECS)
     assert await other.claim("stream", ["acme/ttp_url"], 1, LEASE_SECS) == {}  # not free for anyone else
 
-    restarted = await open_replica("replica-a")
+    restarted = await open_replica("replica-a", lease_secs=LEASE_SECS)
     again = await restarted.claim("stream", ["acme/ttp_url"], 1, LEASE_SECS)
     assert again == {"acme/ttp_url": granted["acme/ttp_url"] + 1}
     restarted.held[("stream", "acme/ttp_url")] = again["acme/ttp_url"]

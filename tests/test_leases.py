@@ -4,14 +4,11 @@ stores is tests/test_pg_leases.py; three replicas under faults, tests/test_repli
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 
-from collector.config.model import StateConfig
-from collector.config.options import Secret
 from collector.logtypes.base import Event
 from collector.service.ownership import LeaseOwnership
 from collector.service.telemetry import Telemetry
@@ -25,33 +22,8 @@ def ev(key: str, time: int = 100) -> Event:
     return Event(key, time, {"k": key})
 
 
-@pytest.fixture
-async def replicas(pg_state_options: dict[str, Any]) -> AsyncIterator[Callable[[str], Awaitable[PostgresStore]]]:
-    """Factory: a store for node ``name`` on this test's schema, closed afterwards."""
-    opened: list[PostgresStore] = []
-
-    async def open_(name: str, lease_secs: float = 3) -> PostgresStore:
-        options = dict(pg_state_options)
-        config = StateConfig(
-            backend="postgresql",
-            url=options["url"],
-            password=Secret(options["password"]),
-            schema=options["schema"],
-            lease_secs=lease_secs,
-            node=name,
-        )
-        store = await PostgresStore.connect(config)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        await store.close()
-
-
 async def holding(store: PostgresStore, kind: str, name: str, lease_secs: float) -> int:
     """Claim the lease for ``store``'s node as the ownership loop does; its epoch."""
-    store.fencing = True
     await store.add_items(kind, [name])
     got = await store.claim(kind, [name], 1, lease_secs)
     assert name in got
@@ -60,10 +32,10 @@ async def holding(store: PostgresStore, kind: str, name: str, lease_secs: float)
 
 
 async def test_a_free_lease_takes_a_new_epoch_and_reset_fences_the_owner(
-    replicas: Callable[[str], Awaitable[PostgresStore]],
+    open_replica: Callable[..., Awaitable[PostgresStore]],
 ) -> None:
     """reset refuses a stream a live node holds; with force it bumps the epoch, so the owner is fenced."""
-    a, tool = await replicas("node-a"), await replicas("cli")
+    a, tool = await open_replica("node-a"), await open_replica("cli")
     await holding(a, "stream", STREAM, 30)
     state = await a.stream("acme", "ttp_url", start=1_000)
 
@@ -87,12 +59,12 @@ async def wait_until(check: Callable[[], bool], limit_secs: float = 20) -> None:
 
 
 async def test_replicas_share_streams_fairly_and_take_over_when_one_leaves(
-    replicas: Callable[[str], Awaitable[PostgresStore]],
+    open_replica: Callable[..., Awaitable[PostgresStore]],
 ) -> None:
     """Three replicas over seven streams hold 3/2/2, each stream runs in exactly one place; when one
     leaves cleanly, the other two run everything between them (4/3)."""
     names = [f"acct{i}/ttp_url" for i in range(7)]
-    stores = [await replicas(f"node-{i}") for i in range(3)]
+    stores = [await open_replica(f"node-{i}") for i in range(3)]
     running: dict[str, set[str]] = {s.node: set() for s in stores}
     owners = [LeaseOwnership(s, {"stream": names}, Telemetry(), lease_secs=3) for s in stores]
 
@@ -137,11 +109,11 @@ async def test_replicas_share_streams_fairly_and_take_over_when_one_leaves(
 
 
 async def test_a_lease_taken_away_stops_its_work_and_the_loop_gets_it_back_later(
-    replicas: Callable[[str], Awaitable[PostgresStore]],
+    open_replica: Callable[..., Awaitable[PostgresStore]],
 ) -> None:
     """Another node takes the stream (its lease looked expired): the owner's next renewal fails, its
     work is cancelled at once; once the other node releases it, the owner runs it again."""
-    a, b = await replicas("node-a"), await replicas("node-b")
+    a, b = await open_replica("node-a"), await open_replica("node-b")
     ownership = LeaseOwnership(a, {"stream": [STREAM]}, Telemetry(), lease_secs=3)
     starts: list[float] = []
     stops: list[float] = []

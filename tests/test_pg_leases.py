@@ -4,14 +4,12 @@ and a replica whose lease was taken over writes nothing at all."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from collector.config.model import StateConfig
-from collector.config.options import Secret
 from collector.logtypes.base import Event
 from collector.state.base import LeaseLost
 from collector.state.leases import take_over
@@ -24,26 +22,13 @@ TwoNodes = tuple[PostgresStore, PostgresStore]
 
 
 @pytest.fixture
-async def two_nodes(pg_state_options: dict[str, Any]) -> AsyncIterator[TwoNodes]:
+async def two_nodes(open_replica: Callable[..., Awaitable[PostgresStore]]) -> TwoNodes:
     """node-a and node-b on one schema, fencing on, as two replicas' stores (leases kept by hand)."""
-    stores = []
-    for node in ("node-a", "node-b"):
-        config = StateConfig(
-            backend="postgresql",
-            url=pg_state_options["url"],
-            password=Secret(pg_state_options["password"]),
-            schema=pg_state_options["schema"],
-            lease_secs=LEASE_SECS,
-            node=node,
-        )
-        store = await PostgresStore.connect(config)
-        store.fencing = True
+    stores = [await open_replica(node, lease_secs=LEASE_SECS) for node in ("node-a", "node-b")]
+    for store in stores:
         await store.add_items("stream", [STREAM])
         await store.add_items("sink", ["http"])
-        stores.append(store)
-    yield stores[0], stores[1]
-    for store in stores:
-        await store.close()
+    return stores[0], stores[1]
 
 
 async def take(store: PostgresStore, kind: str, name: str) -> int:

@@ -4,11 +4,9 @@ the outage is logged once each way, and readiness says so meanwhile."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import anyio
 import orjson
-import pytest
 
 from collector.config.model import StateConfig
 from collector.config.options import Secret
@@ -19,28 +17,19 @@ from collector.state.pg_store import PostgresStore
 from tests.pg_server import PgServer
 
 
-@pytest.fixture
-def own_server() -> Iterator[PgServer]:
-    """A cluster of this test's own: it is stopped and started again."""
-    server = PgServer()
-    server.start()
-    yield server
-    server.destroy()
-
-
 def events(log: io.StringIO, name: str) -> list[dict[str, object]]:
     return [e for e in map(orjson.loads, log.getvalue().splitlines()) if e.get("event") == name]
 
 
-async def test_a_commit_during_an_outage_waits_and_lands_once(own_server: PgServer, log_buffer: io.StringIO) -> None:
-    config = StateConfig(backend="postgresql", url=own_server.url, password=Secret(own_server.password))
+async def test_a_commit_during_an_outage_waits_and_lands_once(own_pg_server: PgServer, log_buffer: io.StringIO) -> None:
+    config = StateConfig(backend="postgresql", url=own_pg_server.url, password=Secret(own_pg_server.password))
     store = await PostgresStore.connect(config)
     telemetry = Telemetry()
     store.on_availability = telemetry.state_availability
     try:
         state = await store.stream("acme", "ttp_url", start=0)
         await store.commit_page([Event("a", 1, {"k": "a"})], state.next_page(10, "t1"), seen_until=10, now=1.0)
-        own_server.stop()
+        own_pg_server.stop()
         done = anyio.Event()
 
         async def commit() -> None:
@@ -57,7 +46,7 @@ async def test_a_commit_during_an_outage_waits_and_lands_once(own_server: PgServ
             assert not done.is_set()
             report = readiness([], telemetry, 0.0, standby_ok=True)
             assert (report["ready"], report["state"]) == (False, "unavailable")
-            await anyio.to_thread.run_sync(own_server.start)
+            await anyio.to_thread.run_sync(own_pg_server.start)
             with anyio.fail_after(60):
                 await done.wait()
         assert telemetry.state_available
@@ -69,16 +58,16 @@ async def test_a_commit_during_an_outage_waits_and_lands_once(own_server: PgServ
         assert [r.key for r in rows] == ["a", "b", "c"]
         [stream] = await store.streams()
         assert (stream["window_start"], stream["events_total"]) == (10, 3)
-        assert own_server.password not in log_buffer.getvalue()
+        assert own_pg_server.password not in log_buffer.getvalue()
     finally:
         await store.close()
 
 
 async def test_a_collector_started_before_its_database_waits_for_it(
-    own_server: PgServer, log_buffer: io.StringIO
+    own_pg_server: PgServer, log_buffer: io.StringIO
 ) -> None:
-    own_server.stop()
-    config = StateConfig(backend="postgresql", url=own_server.url, password=Secret(own_server.password))
+    own_pg_server.stop()
+    config = StateConfig(backend="postgresql", url=own_pg_server.url, password=Secret(own_pg_server.password))
     opened: list[PostgresStore] = []
 
     async def connect() -> None:
@@ -90,7 +79,7 @@ async def test_a_collector_started_before_its_database_waits_for_it(
             while not events(log_buffer, "state_unavailable"):  # noqa: ASYNC110 - waiting for the log line
                 await anyio.sleep(0.05)
         assert not opened
-        await anyio.to_thread.run_sync(own_server.start)
+        await anyio.to_thread.run_sync(own_pg_server.start)
     try:
         assert (await opened[0].usage()).events == 0
         assert len(events(log_buffer, "state_available")) == 1

@@ -20,14 +20,13 @@ import math
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 
 from collector.logtypes import LOG_TYPES, record_key
 from collector.simulator import FakeMimecast, SimSettings, generate
@@ -97,15 +96,6 @@ CREATE TRIGGER audit_write AFTER UPDATE ON mimecast_collector.sinks
 ASYNCPG_BROKEN = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 Lease = tuple[str | None, int]  # node, epoch
 EventId = tuple[str, str, str]  # account, dataset, event.id
-
-
-@pytest.fixture
-def pg() -> Iterator[PgServer]:
-    """A cluster of this test's own: the test restarts it."""
-    server = PgServer()
-    server.start()
-    yield server
-    server.destroy()
 
 
 @dataclass
@@ -254,7 +244,8 @@ async def prepare_schema(pg: PgServer) -> None:
         await conn.close()
 
 
-async def test_three_replicas_survive_kill_freeze_and_database_restart(pg: PgServer, tmp_path: Path) -> None:
+async def test_three_replicas_survive_kill_freeze_and_database_restart(own_pg_server: PgServer, tmp_path: Path) -> None:
+    pg = own_pg_server  # the test restarts it
     began = time.monotonic()
     sim = FakeMimecast(SimSettings(accounts=ACCOUNTS, latency_secs=LATENCY_SECS))
     await sim.start()

@@ -24,7 +24,7 @@ from collector.logtypes import Event, serialize
 from collector.state.base import LeaseLost
 from collector.state.leases import Lease, LeaseTable, take_over
 from collector.state.pg import PgDatabase
-from collector.state.spool import Page, SpoolRow, SpoolUsage, decode_page, take_page, usage_of
+from collector.state.spool import Page, SpoolRow, SpoolUsage, decode_page, page_tail, take_page, usage_of
 from collector.state.store import PageResult, StreamState
 
 if TYPE_CHECKING:
@@ -385,20 +385,13 @@ async def _delete_through(conn: Conn, seq: int) -> None:
         await conn.execute("DELETE FROM spool WHERE first_seq = $1", holding)
         freed += size
     else:  # cut it to the events still owed: the page now starts at seq + 1
-        page = await _page(conn, holding)
-        keep = seq + 1 - holding
-        docs = page.docs[keep:]
-        left = sum(map(len, docs))
-        freed += size - left
+        tail = page_tail(await _page(conn, holding), seq + 1 - holding)
+        freed += size - tail[1]
         await conn.execute(
             "UPDATE spool SET first_seq = $1, events = $2, bytes = $3, keys = $4, times = $5, docs = $6 "
             "WHERE first_seq = $7",
             seq + 1,
-            len(docs),
-            left,
-            orjson.dumps(page.keys[keep:]),
-            orjson.dumps(page.times[keep:]),
-            b"\n".join(docs),
+            *tail,
             holding,
         )
     if freed:

@@ -60,6 +60,18 @@ def take_page(out: list[SpoolRow], row: Sequence[Any], after: int, limit: int) -
     out.extend([SpoolRow(seq + i, keys[i], times[i], docs[i], account, log_type) for i in range(skip, stop)])
 
 
+def page_tail(page: Page, keep: int) -> tuple[int, int, bytes, bytes, bytes]:
+    """The page from its event ``keep`` on, as stored: (events, bytes, keys, times, docs)."""
+    docs = page.docs[keep:]
+    return (
+        len(docs),
+        sum(map(len, docs)),
+        orjson.dumps(page.keys[keep:]),
+        orjson.dumps(page.times[keep:]),
+        b"\n".join(docs),
+    )
+
+
 async def append_page(db: Connection, stream_id: int, keys: list[str], times: list[int], docs: list[bytes]) -> None:
     """Spool one page's new events inside the caller's transaction."""
     if not docs:
@@ -234,22 +246,11 @@ async def _delete_through(db: Connection, seq: int) -> None:
         await db.execute("DELETE FROM spool WHERE first_seq = ?", (holding,))
         freed += size
     else:  # cut it to the events still owed: the page now starts at seq + 1
-        page = await _read_page(db, holding)
-        keep = seq + 1 - holding
-        docs = page.docs[keep:]
-        left = sum(map(len, docs))
-        freed += size - left
+        tail = page_tail(await _read_page(db, holding), seq + 1 - holding)
+        freed += size - tail[1]
         await db.execute(
             "UPDATE spool SET first_seq = ?, events = ?, bytes = ?, keys = ?, times = ?, docs = ? WHERE first_seq = ?",
-            (
-                seq + 1,
-                len(docs),
-                left,
-                orjson.dumps(page.keys[keep:]),
-                orjson.dumps(page.times[keep:]),
-                b"\n".join(docs),
-                holding,
-            ),
+            (seq + 1, *tail, holding),
         )
     if freed:
         await db.execute("UPDATE meta SET value = value - ? WHERE key = 'spool_bytes'", (freed,))
