@@ -276,7 +276,7 @@ async def _reset_shared(
     try:
         for account, label in targets:
             position = start if start is not None else account.default_start(now=time.time())
-            blocker = await store.reset_owned(account.name, label, position, config.state.lease_secs, force=force)
+            blocker = await store.reset_owned(account.name, label, position, force=force)
             if blocker is None:
                 print(f"{account.name}/{label}: next run starts at {iso(position)}")
                 continue

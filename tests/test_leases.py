@@ -5,6 +5,7 @@ stores is tests/test_pg_leases.py; three replicas under faults, tests/test_repli
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -39,17 +40,28 @@ async def test_a_free_lease_takes_a_new_epoch_and_reset_fences_the_owner(
     await holding(a, "stream", STREAM, 30)
     state = await a.stream("acme", "ttp_url", start=1_000)
 
-    blocker = await tool.reset_owned("acme", "ttp_url", 500, 30, force=False)
+    blocker = await tool.reset_owned("acme", "ttp_url", 500, force=False)
     assert blocker is not None
     assert (blocker.node, blocker.epoch) == ("node-a", 1)
     assert (await tool.streams())[0]["window_start"] == 1_000
 
-    assert await tool.reset_owned("acme", "ttp_url", 500, 30, force=True) is None
+    assert await tool.reset_owned("acme", "ttp_url", 500, force=True) is None
     with pytest.raises(LeaseLost):
         await a.commit_page([ev("late")], state.next_page(9_000, "t"), seen_until=9_000, now=1.0)
     [row] = await tool.streams()
     assert (row["window_start"], row["paging"]) == (500, False)
     assert (await tool.leases())[0].epoch == 2
+
+
+async def lapse(store: PostgresStore, kind: str, name: str) -> None:
+    """Age the lease's last renewal past its lease_secs, as a holder that stopped renewing leaves it."""
+
+    async def op(conn: Any) -> None:
+        await conn.execute(
+            "UPDATE leases SET renewed_at = now() - interval '1 hour' WHERE kind = $1 AND name = $2", kind, name
+        )
+
+    await store.run(op)
 
 
 async def wait_until(check: Callable[[], bool], limit_secs: float = 20) -> None:
@@ -129,7 +141,8 @@ async def test_a_lease_taken_away_stops_its_work_and_the_loop_gets_it_back_later
         tg.start_soon(ownership.run)
         tg.start_soon(ownership.owned, "stream", STREAM, work)
         await wait_until(lambda: len(starts) == 1)
-        await holding(b, "stream", STREAM, 0)  # b thinks a's lease expired and takes it
+        await lapse(b, "stream", STREAM)  # as if a had missed its renewals (a pause, a partition)
+        await holding(b, "stream", STREAM, 3)
         await wait_until(lambda: len(stops) == 1)
         assert not ownership.holds("stream", STREAM)
         await b.release("stream", [STREAM])

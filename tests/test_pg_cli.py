@@ -13,6 +13,7 @@ import pytest
 from collector.cli import main
 from collector.config import load_config
 from collector.config.errors import ConfigError
+from collector.config.model import StateConfig
 from collector.logtypes.base import Event
 from collector.state.pg_store import PostgresStore
 from collector.state.store import Store
@@ -37,6 +38,11 @@ def pg_config(tmp_path: Path, base_url: str, options: dict[str, Any], **extra: A
     [
         ({"backend": "postgresql"}, "state.url", "needs a url"),
         ({"backend": "postgresql", "url": "postgresql://u:hunter2@db/x"}, "state.url", "password is not allowed"),
+        (
+            {"backend": "postgresql", "url": "postgresql://u@db/x?password=hunter2"},
+            "state.url",
+            "password is not allowed",
+        ),
         ({"backend": "postgresql", "url": "mysql://db/x"}, "state.url", "is not a postgresql:// URL"),
         ({"backend": "postgresql", "url": "postgresql://db"}, "state.url", "names no database"),
         ({"backend": "postgresql", "url": "postgresql://db/x", "schema": "a-b"}, "state.schema", "plain identifier"),
@@ -156,3 +162,26 @@ def test_status_with_the_database_unreachable_fails_at_once(
     config = pg_config(tmp_path, "http://127.0.0.1:9", unreachable)
     assert main(["status", "--config", str(config)]) == 74
     assert "cannot reach the state database" in capsys.readouterr().err
+
+
+async def test_once_beside_a_replica_holding_the_sink_collects_every_stream_to_the_end(
+    make_sim: Callable[..., Any], tmp_path: Path, pg_state_options: dict[str, Any]
+) -> None:
+    """`run --once` next to a live replica that holds the sink: the sink is that replica's to deliver,
+    yet this run still collects every stream to the end (it does not stop when its delivery does)."""
+    sim = await make_sim()
+    records = seed(sim, 100, days=1 / 24)
+    config = pg_config(tmp_path, sim.base_url, pg_state_options, node="once-run")
+    state = load_config(config).state
+    daemon = await PostgresStore.connect(StateConfig(**{**state.__dict__, "node": "daemon"}))
+    try:
+        await daemon.heartbeat(state.lease_secs)
+        await daemon.add_items("sink", ["local"])
+        assert await daemon.claim("sink", ["local"], 1, state.lease_secs) == {"local": 1}
+        assert (await run_once(config)).exit_code == 0
+        assert (await daemon.usage()).events == len(expected_ids(records))  # all spooled, none delivered
+        assert not (tmp_path / "out").exists() or delivered_ids(tmp_path / "out") == []
+        positions = {s["log_type"]: s["window_start"] for s in await daemon.streams()}
+        assert len(positions) == len(load_config(config).accounts[0].streams)
+    finally:
+        await daemon.close()

@@ -12,6 +12,7 @@ import pytest
 
 from collector.logtypes.base import Event
 from collector.state.base import LeaseLost
+from collector.state.db import StoreError
 from collector.state.leases import take_over
 from collector.state.pg_store import PostgresStore
 
@@ -33,7 +34,7 @@ async def two_nodes(open_replica: Callable[..., Awaitable[PostgresStore]]) -> Tw
 
 async def take(store: PostgresStore, kind: str, name: str) -> int:
     """What a takeover does: fence the holder (epoch + 1, free), then claim (epoch + 1 again)."""
-    assert await store.run(lambda conn: take_over(conn, kind, name, LEASE_SECS, force=True)) is None
+    assert await store.run(lambda conn: take_over(conn, kind, name, force=True)) is None
     epoch = (await store.claim(kind, [name], 1, LEASE_SECS))[name]
     store.held[(kind, name)] = epoch
     return epoch
@@ -89,9 +90,43 @@ async def test_a_live_lease_is_not_claimed_and_a_released_one_is(two_nodes: TwoN
     first = await a.claim("stream", [STREAM], 1, LEASE_SECS)
     assert first == {STREAM: 1}
     assert await b.claim("stream", [STREAM], 1, LEASE_SECS) == {}
-    assert await a.renew({("stream", STREAM): 1}) == {("stream", STREAM)}
+    assert await a.renew({("stream", STREAM): 1}, LEASE_SECS) == {("stream", STREAM)}
     await a.release("stream", [STREAM])
     assert await b.claim("stream", [STREAM], 1, LEASE_SECS) == {STREAM: 2}
-    assert await a.renew({("stream", STREAM): 1}) == set()
+    assert await a.renew({("stream", STREAM): 1}, LEASE_SECS) == set()
     owners = await a.owners()
     assert owners[("stream", STREAM)][0] == "node-b"
+
+
+async def test_a_lease_expires_by_its_holders_lease_secs_not_the_claimers(
+    open_replica: Callable[..., Awaitable[PostgresStore]],
+) -> None:
+    """A holder with a long lease_secs renewed 10 s ago still holds it for a claimer whose own
+    lease_secs is 3: replicas configured apart never take each other's leases early."""
+    patient = await open_replica("node-long", lease_secs=3600)
+    eager = await open_replica("node-short", lease_secs=3)
+    await patient.add_items("stream", [STREAM])
+    assert await patient.claim("stream", [STREAM], 1, 3600) == {STREAM: 1}
+
+    async def age(conn: Any) -> None:
+        await conn.execute("UPDATE leases SET renewed_at = now() - interval '10 seconds'")
+
+    await patient.run(age)
+    assert await eager.claim("stream", [STREAM], 1, 3) == {}
+    assert await eager.next_expiry_secs() is not None  # it wakes when the lease really runs out
+
+
+async def test_two_live_processes_under_one_node_name_are_refused(
+    open_replica: Callable[..., Awaitable[PostgresStore]],
+) -> None:
+    """The second beat of either twin finds the other's in between: a StoreError naming the fix, instead
+    of two processes taking each other's leases every round. A restart under the name is not refused."""
+    first = await open_replica("node-a")
+    await first.heartbeat(LEASE_SECS)
+    restarted = await open_replica("node-a")  # the first "died": its beat is fresh, but it was the last
+    await restarted.heartbeat(LEASE_SECS)
+    await restarted.heartbeat(LEASE_SECS)
+    twin = await open_replica("node-a")
+    await twin.heartbeat(LEASE_SECS)
+    with pytest.raises(StoreError, match="another live process uses node name 'node-a'"):
+        await restarted.heartbeat(LEASE_SECS)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from collector.config.errors import ConfigError
 from collector.config.options import READ_FILE, WRITE_FILE, Secret, option
@@ -49,7 +49,9 @@ class StateConfig:
     password: Secret | None = option(None, secret=True)
     schema: str = option("mimecast_collector", doc="PostgreSQL schema the collector creates and owns")
     lease_secs: float = option(30.0, min=3, max=3600, doc="a replica's lease on a stream or sink expires after")
-    node: str | None = option(None, doc="this replica's name in leases and status; default host name + pid")
+    node: str | None = option(
+        None, doc="this replica's name in leases and status; default host name + pid + a random part"
+    )
 
     def __post_init__(self) -> None:
         if self.backend == "sqlite":
@@ -84,7 +86,7 @@ def check_postgres_url(url: str | None) -> None:
         parts, port = None, None
     if parts is None or parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise ConfigError("state.url", f"{mask_url_credentials(url)!r} is not a postgresql:// URL", example)
-    if parts.password is not None:
+    if parts.password is not None or {"password", "sslpassword"} & set(parse_qs(parts.query)):
         raise ConfigError(
             "state.url", "a password is not allowed in the URL", "put it in state.password_file or state.password"
         )

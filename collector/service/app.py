@@ -331,6 +331,9 @@ class Collector:
                                 self.ownership.owned, "sink", dispatcher.settings.name, deliver, until=collection_done
                             )
                         )
+            # Delivery can end before collection does: in once-mode on replicas, a sink another
+            # replica holds is not this one's to drain, and the streams still go on to the end.
+            await collection_done.wait()
             await self.ownership.leave()
             outer.cancel_scope.cancel()
         failed = sorted(name for name, ok in results.items() if not ok)

@@ -112,9 +112,10 @@ class LeaseOwnership:
 
     async def _round(self) -> None:
         store = self._store
-        await store.heartbeat(self._lease_secs)  # before renewing: see collector/state/leases.py
+        if self._claiming and not self._once:  # a stopping or once-mode node takes no share: not counted
+            await store.heartbeat(self._lease_secs)  # before renewing: see collector/state/leases.py
         asked = dict(self._held)
-        renewed = await store.renew(asked)
+        renewed = await store.renew(asked, self._lease_secs)
         for key, epoch in asked.items():
             if key not in renewed and self._held.get(key) == epoch:
                 self._lose(key, "not renewed: another replica holds it now")
@@ -142,7 +143,7 @@ class LeaseOwnership:
     async def _until_next_round(self) -> float:
         wait = self._lease_secs / 3
         if self._claiming:
-            expiry = await self._store.next_expiry_secs(self._lease_secs)
+            expiry = await self._store.next_expiry_secs()
             if expiry is not None:
                 wait = min(wait, max(MIN_ROUND_SECS, expiry + MIN_ROUND_SECS))
         return wait
@@ -220,6 +221,7 @@ class LeaseOwnership:
         self._claiming = False
         with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_WAIT_SECS):
             async with self._lock:
+                await self._store.forget_node()  # the others' shares grow at their next round
                 names = [name for k, name in self._held if k == kind]
                 for name in names:
                     self._held.pop((kind, name), None)

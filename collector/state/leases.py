@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
+from collector.state.db import StoreError
+
 if TYPE_CHECKING:
     from collector.state.pg import Conn
 
@@ -34,21 +36,49 @@ class LeaseTable:
     """Lease operations of :class:`~collector.state.pg_store.PostgresStore` (mixed in; one connection pool)."""
 
     node: str
+    instance: str
+    beats: int
 
     if TYPE_CHECKING:  # provided by PgDatabase
 
         async def run(self, operation: Callable[[Conn], Awaitable[T]], *, write: bool = True) -> T: ...
 
     async def heartbeat(self, lease_secs: float) -> None:
-        async def op(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO nodes (node, started_at, heartbeat_at, lease_secs) VALUES ($1, now(), now(), $2) "
-                "ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), lease_secs = excluded.lease_secs",
+        """This node is alive. Its name is its identity in leases (a restart under the same name takes
+        its dead predecessor's leases back at once), so a second live process writing heartbeats
+        under it is refused: the two would take each other's leases every round."""
+
+        async def op(conn: Conn) -> Any:
+            row = await conn.fetchrow(
+                "WITH prev AS (SELECT instance, heartbeat_at >= now() - make_interval(secs => lease_secs) AS live "
+                "FROM nodes WHERE node = $1) "
+                "INSERT INTO nodes (node, started_at, heartbeat_at, lease_secs, instance) "
+                "VALUES ($1, now(), now(), $2, $3) "
+                "ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), lease_secs = excluded.lease_secs, "
+                "instance = excluded.instance RETURNING (SELECT instance FROM prev), (SELECT live FROM prev)",
                 self.node,
                 lease_secs,
+                self.instance,
             )
             # Replicas that went away long ago would only make the nodes table grow.
             await conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '7 days'")
+            return row
+
+        row = await self.run(op)
+        # At the first beat another instance may be the process this one replaces (killed, not yet
+        # expired); after that, another instance's beat in between means it is alive.
+        if self.beats and row is not None and row[0] not in (None, self.instance) and row[1]:
+            raise StoreError(
+                f"another live process uses node name {self.node!r} on this state; give each replica its own "
+                "[state] node (or leave it unset: host name + pid + a random part)"
+            )
+        self.beats += 1
+
+    async def forget_node(self) -> None:
+        """This node stops counting as live (it is stopping), so the others take their full shares now."""
+
+        async def op(conn: Conn) -> None:
+            await conn.execute("DELETE FROM nodes WHERE node = $1 AND instance = $2", self.node, self.instance)
 
         await self.run(op)
 
@@ -76,7 +106,7 @@ class LeaseTable:
 
         await self.run(op)
 
-    async def renew(self, held: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
+    async def renew(self, held: dict[tuple[str, str], int], lease_secs: float) -> set[tuple[str, str]]:
         """Renew every lease in ``held`` this node still has at that epoch; the ones renewed."""
         if not held:
             return set()
@@ -84,7 +114,7 @@ class LeaseTable:
 
         async def op(conn: Conn) -> list[asyncpg.Record]:
             return await conn.fetch(
-                "UPDATE leases l SET renewed_at = now() "
+                "UPDATE leases l SET renewed_at = now(), lease_secs = $5 "
                 "FROM unnest($2::text[], $3::text[], $4::bigint[]) AS h(kind, name, epoch) "
                 "WHERE l.kind = h.kind AND l.name = h.name AND l.epoch = h.epoch AND l.node = $1 "
                 "RETURNING l.kind, l.name",
@@ -92,6 +122,7 @@ class LeaseTable:
                 list(kinds),
                 list(names),
                 list(epochs),
+                lease_secs,
             )
 
         return {(row[0], row[1]) for row in await self.run(op)}
@@ -113,9 +144,9 @@ class LeaseTable:
             return await conn.fetch(
                 "WITH free AS (SELECT kind, name FROM leases WHERE kind = $2 AND name = ANY($4::text[]) "
                 "AND (node IS NULL OR node = $1 OR renewed_at IS NULL "
-                "OR renewed_at < now() - make_interval(secs => $3)) "
+                "OR renewed_at < now() - make_interval(secs => lease_secs)) "
                 "ORDER BY md5(name || $1) LIMIT $5 FOR UPDATE SKIP LOCKED) "
-                "UPDATE leases l SET node = $1, epoch = l.epoch + 1, renewed_at = now() FROM free "
+                "UPDATE leases l SET node = $1, epoch = l.epoch + 1, renewed_at = now(), lease_secs = $3 FROM free "
                 "WHERE l.kind = free.kind AND l.name = free.name RETURNING l.name, l.epoch",
                 self.node,
                 kind,
@@ -147,19 +178,19 @@ class LeaseTable:
 
         async def op(conn: Conn) -> None:
             await conn.execute("UPDATE leases SET node = NULL, renewed_at = NULL WHERE node = $1", self.node)
-            await conn.execute("DELETE FROM nodes WHERE node = $1", self.node)
+            await conn.execute("DELETE FROM nodes WHERE node = $1 AND instance = $2", self.node, self.instance)
 
         await self.run(op)
 
-    async def next_expiry_secs(self, lease_secs: float) -> float | None:
-        """Seconds until the first lease held by another node expires (None: none held elsewhere)."""
+    async def next_expiry_secs(self) -> float | None:
+        """Seconds until the next lease held by another node expires (None: none will)."""
 
         async def op(conn: Conn) -> Any:
             return await conn.fetchval(
-                "SELECT extract(epoch FROM min(renewed_at) + make_interval(secs => $2) - now())::float8 "
-                "FROM leases WHERE node IS NOT NULL AND node <> $1",
+                "SELECT extract(epoch FROM min(renewed_at + make_interval(secs => lease_secs)) - now())::float8 "
+                "FROM leases WHERE node IS NOT NULL AND node <> $1 "
+                "AND renewed_at + make_interval(secs => lease_secs) > now()",  # expired ones: no reason to hurry
                 self.node,
-                lease_secs,
             )
 
         value = await self.run(op, write=False)
@@ -178,17 +209,16 @@ class LeaseTable:
         return {(lease.kind, lease.name): (lease.node, lease.age_secs) for lease in await self.leases()}
 
 
-async def take_over(conn: Conn, kind: str, name: str, lease_secs: float, *, force: bool) -> Lease | None:
+async def take_over(conn: Conn, kind: str, name: str, *, force: bool) -> Lease | None:
     """For ``reset``, inside its transaction: free the lease with a new epoch (fencing any owner)
     unless a live node holds it and not ``force``; returns the lease that blocks, or None."""
     await conn.execute("INSERT INTO leases (kind, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, name)
     row = await conn.fetchrow(
         "SELECT kind, name, node, epoch, extract(epoch FROM now() - renewed_at)::float8, "
-        "(node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => $3)) "
+        "(node IS NULL OR renewed_at IS NULL OR renewed_at < now() - make_interval(secs => lease_secs)) "
         "FROM leases WHERE kind = $1 AND name = $2 FOR UPDATE",
         kind,
         name,
-        lease_secs,
     )
     assert row is not None  # inserted above
     if not row[5] and not force:

@@ -12,6 +12,7 @@ no right to create the schema) are a :class:`StoreError` naming the fix, as for 
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Self, TypeAlias, TypeVar
 
@@ -47,6 +48,14 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
     asyncpg.exceptions.InvalidTransactionStateError,  # idle-in-transaction timeout killed the session
     asyncpg.InternalClientError,  # a connection the server's shutdown left mid-protocol (see run)
+)
+
+#: What waiting does not fix although it looks like a connection problem: a certificate that does
+#: not verify, an sslmode or option asyncpg does not know. A StoreError naming it, at once.
+PERMANENT: tuple[type[BaseException], ...] = (
+    ssl.SSLCertVerificationError,
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
 )
 
 # Tables: as the SQLite file's (collector/state/db.py), plus what sharing needs. spool_head is the
@@ -111,13 +120,15 @@ CREATE TABLE IF NOT EXISTS leases (
     node text,  -- NULL: free
     epoch bigint NOT NULL DEFAULT 0,  -- +1 at every takeover: what fences the previous owner
     renewed_at timestamptz,
+    lease_secs double precision NOT NULL DEFAULT 0,  -- the holder's: it decides when the lease expires
     PRIMARY KEY (kind, name)
 );
 CREATE TABLE IF NOT EXISTS nodes (
     node text PRIMARY KEY,
     started_at timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL,
-    lease_secs double precision NOT NULL
+    lease_secs double precision NOT NULL,
+    instance text NOT NULL DEFAULT ''  -- the process behind the name: two live ones are a mistake
 );
 """
 
@@ -130,6 +141,7 @@ class PgDatabase:
         self.where = describe_target(config)
         self._log = get_logger()
         self._down_since: float | None = None
+        self.wait = True  # while the server is unavailable, wait (the collector) or fail (a command)
         #: Told True/False when the server comes back or goes away (telemetry: /readyz, metrics).
         self.on_availability: Callable[[bool], None] = lambda up: None
 
@@ -147,8 +159,9 @@ class PgDatabase:
             "application_name": "mimecast-collector",
             "search_path": config.schema,
             # A replica frozen inside a transaction (SIGSTOP, a VM pause) must not hold row locks the
-            # new owner's takeover waits for: the server ends such a session after a third of a lease.
-            "idle_in_transaction_session_timeout": str(max(1000, int(config.lease_secs * 1000 / 3))),
+            # others wait for (the spool head's stalls every commit): the server ends such a session
+            # after a third of a lease, 5 s at most. Our transactions never idle: they are milliseconds.
+            "idle_in_transaction_session_timeout": str(max(1000, min(5000, int(config.lease_secs * 1000 / 3)))),
         }
         delay = RETRY_FIRST_SECS
         logged = False
@@ -164,6 +177,8 @@ class PgDatabase:
                     timeout=10,
                 )
                 break
+            except PERMANENT as exc:
+                raise StoreError(describe_pg_failure(config, exc)) from None
             except TRANSIENT as exc:
                 if not wait:
                     raise StoreError(
@@ -181,6 +196,7 @@ class PgDatabase:
         if logged:
             get_logger().info("state_available", database=describe_target(config))
         db = cls(pool, config)
+        db.wait = wait
         try:
             check = db._check_exists if must_exist else db._check_can_create
             await db.run(db._migrate if create else check, write=create)
@@ -219,7 +235,11 @@ class PgDatabase:
                         raise
             except LeaseLost:
                 raise
+            except PERMANENT as exc:
+                raise StoreError(describe_pg_failure(self.config, exc)) from None
             except TRANSIENT as exc:
+                if not self.wait:  # a command (status, reset, migrate) says so instead of hanging
+                    raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
                 self._unavailable(exc, delay)
                 await anyio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(RETRY_MAX_SECS, delay * 2)
@@ -282,7 +302,8 @@ class PgDatabase:
 
 def describe_target(config: StateConfig) -> str:
     """The database as logs and errors show it: the URL without any credentials, and the schema."""
-    return f"{mask_url_credentials(config.url or '')} (schema {config.schema})"
+    url = mask_url_credentials(config.url or "").split("?", 1)[0]  # query values may hold secrets (sslkey...)
+    return f"{url} (schema {config.schema})"
 
 
 def _reason(exc: BaseException) -> str:

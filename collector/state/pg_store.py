@@ -12,7 +12,9 @@ Status-only writes (last error, rate-limit wait) of a stream not held are skippe
 from __future__ import annotations
 
 import os
+import secrets
 import socket
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +38,16 @@ _USAGE = "SELECT (SELECT min(first_seq) FROM spool), last_seq, bytes FROM spool_
 
 
 def default_node() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # The random part: containers that share the host's name all run as pid 1.
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 class PostgresStore(PgDatabase, LeaseTable):
     def __init__(self, pool: asyncpg.Pool, config: StateConfig) -> None:
         super().__init__(pool, config)
         self.node = config.node or default_node()
+        self.instance = uuid.uuid4().hex
+        self.beats = 0
         self.fencing = False
         #: (kind, name) -> epoch of every lease this node holds; kept by the ownership loop.
         self.held: dict[tuple[str, str], int] = {}
@@ -194,16 +199,14 @@ class PostgresStore(PgDatabase, LeaseTable):
         await self.run(op)
         return True
 
-    async def reset_owned(
-        self, account: str, log_type: str, start: int, lease_secs: float, *, force: bool
-    ) -> Lease | None:
+    async def reset_owned(self, account: str, log_type: str, start: int, *, force: bool) -> Lease | None:
         """``reset`` on shared state: unless a live node holds the stream (then that lease is returned
         and nothing changes) or ``force``, free its lease with a new epoch (fencing any owner) and
         rewind it, in one transaction, so no owner can commit between the two."""
         name = f"{account}/{log_type}"
 
         async def op(conn: Conn) -> Lease | None:
-            blocker = await take_over(conn, "stream", name, lease_secs, force=force)
+            blocker = await take_over(conn, "stream", name, force=force)
             if blocker is None:
                 await _reset(conn, account, log_type, start)
             return blocker
@@ -268,7 +271,17 @@ class PostgresStore(PgDatabase, LeaseTable):
                 self.node,
                 self.held.get(("sink", name), 0),
             )
-            row = await conn.fetchrow("SELECT min(offset_seq), count(*) FROM sinks WHERE name = ANY($1::text[])", names)
+            # Under the head's lock before reading the others' offsets: two acks at once each see the
+            # other's new offset, so neither leaves delivered events behind.
+            await conn.execute("SELECT 1 FROM spool_head WHERE id = 1 FOR UPDATE")
+            # The sinks of this replica's config, and any another replica runs now (configs differ for
+            # a while during a rolling change): events are deleted only once all of those have them.
+            row = await conn.fetchrow(
+                "SELECT min(offset_seq), count(*) FILTER (WHERE name = ANY($1::text[])) FROM sinks "
+                "WHERE name = ANY($1::text[]) OR name IN (SELECT name FROM leases WHERE kind = 'sink' "
+                "AND node IS NOT NULL AND renewed_at >= now() - make_interval(secs => lease_secs))",
+                names,
+            )
             if row is not None and row[1] == len(names) and row[0] is not None:
                 await _delete_through(conn, int(row[0]))
 
