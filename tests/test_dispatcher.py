@@ -31,12 +31,17 @@ class MemorySink:
         self.attempts: list[list[str]] = []  # keys of every batch offered, failed or not
         self.batches: list[list[OutEvent]] = []  # batches accepted
         self.accepted = anyio.Event()  # set once a batch has been accepted
+        self.sending = anyio.Event()  # set when a batch is offered
+        self.hold: anyio.Event | None = None  # when set: each batch waits for it before it is accepted
 
     async def open(self) -> None:
         return None
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
         self.attempts.append([e.key for e in events])
+        self.sending.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail_next > 0 or len(self.attempts) in self.fail_attempts:
             self.fail_next = max(0, self.fail_next - 1)
             raise SinkError("target down", retry_after_secs=self.retry_after_secs)
@@ -404,3 +409,22 @@ async def test_draining_stops_at_drain_through_while_others_keep_spooling(store:
     assert sink.keys == KEYS
     assert await store.sink_offset("mem") == len(KEYS)
     assert await store.backlog(len(KEYS)) == 2
+
+
+async def test_wind_down_returns_after_the_batch_in_flight_is_saved(store: StateStore) -> None:
+    """A replica handing the sink over asks it to wind down while a batch is being sent: that batch
+    is delivered and its offset saved before run() returns, so the next owner repeats nothing."""
+    await spool(store, KEYS)
+    sink = MemorySink()
+    sink.hold = anyio.Event()
+    worker = dispatcher(store, sink, settings())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await sink.sending.wait()  # the first batch is on its way
+            worker.wind_down()
+            sink.hold.set()
+
+    assert sink.keys == KEYS[:3]
+    assert await store.sink_offset("mem") == 3

@@ -4,6 +4,7 @@ stores is tests/test_pg_leases.py; three replicas under faults, tests/test_repli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -148,4 +149,44 @@ async def test_a_lease_taken_away_stops_its_work_and_the_loop_gets_it_back_later
         await b.release("stream", [STREAM])
         await wait_until(lambda: len(starts) == 2)
         assert ownership.holds("stream", STREAM)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_sink_handed_to_a_new_replica_winds_down_instead_of_being_cancelled(
+    open_replica: Callable[..., Awaitable[PostgresStore]],
+) -> None:
+    """A replica that must give its sink to one that joined asks it to wind down (finish the batch
+    in flight, save its offset) before letting the lease go: a planned handover repeats nothing."""
+    first, joining = await open_replica("node-b"), await open_replica("node-a")  # node-a ranks first
+    endings: list[str] = []
+    running: dict[str, int] = {"node-a": 0, "node-b": 0}
+
+    def sink_work(node: str) -> tuple[Callable[[], Awaitable[None]], Callable[[], None]]:
+        stop = anyio.Event()
+
+        async def work() -> None:
+            running[node] += 1
+            try:
+                await stop.wait()
+                endings.append(f"{node}: wound down")
+            except anyio.get_cancelled_exc_class():
+                endings.append(f"{node}: cancelled")
+                raise
+            finally:
+                running[node] -= 1
+
+        return work, stop.set
+
+    async with anyio.create_task_group() as tg:
+        owners = [LeaseOwnership(s, {"sink": ["local"]}, Telemetry(), lease_secs=3) for s in (first, joining)]
+        work, wind = sink_work("node-b")
+        tg.start_soon(owners[0].run)
+        tg.start_soon(functools.partial(owners[0].owned, "sink", "local", work, wind_down=wind))
+        await wait_until(lambda: running["node-b"] == 1)
+        work, wind = sink_work("node-a")
+        tg.start_soon(owners[1].run)
+        tg.start_soon(functools.partial(owners[1].owned, "sink", "local", work, wind_down=wind))
+        await wait_until(lambda: running["node-a"] == 1)
+        assert endings == ["node-b: wound down"]
+        assert running["node-b"] == 0
         tg.cancel_scope.cancel()

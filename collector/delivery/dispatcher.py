@@ -82,14 +82,21 @@ class Dispatcher:
         # Draining stops here even if more arrives: replicas sharing the spool go on committing while
         # this one stops, and what they add is the next owner's to deliver (None: drain it all).
         self.drain_through: int | None = None
+        self._winding_down = False
+
+    def wind_down(self) -> None:
+        """Return from :meth:`run` after the batch being sent is delivered and its offset saved (a
+        replica handing this sink to another: nothing is sent twice)."""
+        self._winding_down = True
 
     async def run(self, *, until_drained: anyio.Event | None = None) -> None:
         """Deliver forever; with ``until_drained``, return once it is set and nothing is left."""
+        self._winding_down = False
         self.offset = await self._store.sink_offset(self.settings.name)
         self._sent = self.offset
         self._unconfirmed.clear()
         failures = 0
-        while True:
+        while not self._winding_down:
             try:
                 progressed = await self._step(until_drained)
             except SinkError as error:
@@ -170,6 +177,8 @@ class Dispatcher:
         passed (or at once while draining). None when draining is over."""
         partial_since: float | None = None
         while True:
+            if self._winding_down and not self._unconfirmed:  # handing the sink over: nothing in flight
+                return None
             rows = await self._store.read_spool(self._sent, self.settings.batch_max_events)
             draining = until_drained is not None and until_drained.is_set()
             if draining and self.drain_through is not None:

@@ -326,9 +326,15 @@ class Collector:
                 async with anyio.create_task_group() as tg:
                     for dispatcher in self.dispatchers:
                         deliver = functools.partial(dispatcher.run, until_drained=collection_done)
+                        name = dispatcher.settings.name
                         tg.start_soon(
                             functools.partial(
-                                self.ownership.owned, "sink", dispatcher.settings.name, deliver, until=collection_done
+                                self.ownership.owned,
+                                "sink",
+                                name,
+                                deliver,
+                                until=collection_done,
+                                wind_down=dispatcher.wind_down,
                             )
                         )
             # Delivery can end before collection does: in once-mode on replicas, a sink another

@@ -38,7 +38,13 @@ class Ownership(Protocol):
     async def run(self) -> None: ...
 
     async def owned(
-        self, kind: str, name: str, work: Callable[[], Awaitable[T]], *, until: anyio.Event | None = None
+        self,
+        kind: str,
+        name: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        until: anyio.Event | None = None,
+        wind_down: Callable[[], None] | None = None,
     ) -> T | None: ...
 
     def holds(self, kind: str, name: str) -> bool: ...
@@ -55,7 +61,13 @@ class SoleOwner:
         return
 
     async def owned(
-        self, kind: str, name: str, work: Callable[[], Awaitable[T]], *, until: anyio.Event | None = None
+        self,
+        kind: str,
+        name: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        until: anyio.Event | None = None,
+        wind_down: Callable[[], None] | None = None,
     ) -> T | None:
         return await work()
 
@@ -92,6 +104,8 @@ class LeaseOwnership:
         self._scopes: dict[tuple[str, str], anyio.CancelScope] = {}
         self._stopped: dict[tuple[str, str], anyio.Event] = {}
         self._first_round = anyio.Event()
+        self._wind_downs: dict[tuple[str, str], Callable[[], None]] = {}
+        self._winding: set[tuple[str, str]] = set()  # asked to wind down: its return is not the end
         self._live_elsewhere: set[tuple[str, str]] = set()  # once-mode: held by another live replica
         self._log = get_logger(node=store.node)
 
@@ -164,6 +178,7 @@ class LeaseOwnership:
         """More than a fair share (another replica came up): stop those, then let them go."""
         for name in names:
             key = (kind, name)
+            await self._wind_down(key)
             self._held.pop(key, None)  # from now on its commits fail the fence, even before it stops
             scope, stopped = self._scopes.get(key), self._stopped.get(key)
             if scope is not None:
@@ -174,31 +189,57 @@ class LeaseOwnership:
         await self._store.release(kind, names)
         self._log.info("leases_released", kind=kind, names=names, why="fair share", live_nodes=live)
 
+    async def _wind_down(self, key: tuple[str, str]) -> None:
+        """Ask work that can stop between two steps (a sink: after the batch it is sending, once
+        that is saved) to do so, so a planned handover repeats nothing; then it is cancelled anyway.
+        Bounded by a third of a lease: the round waiting here also renews the other leases."""
+        wind_down, stopped = self._wind_downs.get(key), self._stopped.get(key)
+        if wind_down is None or stopped is None or stopped.is_set():
+            return
+        self._winding.add(key)
+        wind_down()
+        with anyio.move_on_after(min(STOP_WAIT_SECS, self._lease_secs / 3)):
+            await stopped.wait()
+
     # --- the work -----------------------------------------------------------------------------------
 
     async def owned(
-        self, kind: str, name: str, work: Callable[[], Awaitable[T]], *, until: anyio.Event | None = None
+        self,
+        kind: str,
+        name: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        until: anyio.Event | None = None,
+        wind_down: Callable[[], None] | None = None,
     ) -> T | None:
         """Run ``work`` whenever this node holds the lease; None if it never got it before ``until``
-        was set (or, once-mode, in the first round: another replica has it)."""
+        was set (or, once-mode, in the first round: another replica has it). ``wind_down`` asks the
+        work to return at its next safe point (see :meth:`_wind_down`)."""
         key = (kind, name)
+        if wind_down is not None:
+            self._wind_downs[key] = wind_down
         while True:
             if not await self._wait_for(key, until):
                 return None
             stopped = anyio.Event()
             self._stopped[key] = stopped
+            self._winding.discard(key)
+            done, result = False, None
             try:
                 with anyio.CancelScope() as scope:
                     self._scopes[key] = scope
-                    if key not in self._held:  # lost between the grant and here
-                        continue
-                    try:
-                        return await work()
-                    except LeaseLost:
-                        self._lose(key, "fenced: another replica took it over")
+                    if key in self._held:  # else lost between the grant and here
+                        result, done = await work(), True
+            except LeaseLost:
+                self._lose(key, "fenced: another replica took it over")
             finally:
                 self._scopes.pop(key, None)
                 stopped.set()
+            if done and key not in self._winding:
+                return result
+            # Wound down: the round that asked lets the lease go right after (noqa: the same round, no event).
+            while key in self._winding and key in self._held:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
 
     async def _wait_for(self, key: tuple[str, str], until: anyio.Event | None) -> bool:
         if self._once:
