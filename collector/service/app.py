@@ -135,7 +135,6 @@ class Collector:
         self.health: HealthServer | None = None
         self.ready = anyio.Event()
         self.ownership: Ownership = SoleOwner()
-        self._store: StateStore | None = None
         self._stop_requested = anyio.Event()
         self._hangups: AsyncIterator[signal.Signals] | None = None
         self._log = get_logger()
@@ -148,7 +147,7 @@ class Collector:
         async with AsyncExitStack() as stack:
             if self.handle_signals:  # first in, last out: see the module docstring
                 self._hangups = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP))
-            store = self._store = await self._open_store(stack)
+            store = await self._open_store(stack)
             self.telemetry.record_waiting = store.record_waiting  # so `status` can show a stream held back
             signal_, acked = SpoolSignal(), SpoolSignal()
             self.dispatchers = await self._dispatchers(stack, store, signal_, acked)
@@ -157,7 +156,9 @@ class Collector:
                 self.config.state,
                 self.telemetry,
                 acked,
-                lambda: {d.settings.name: d.offset for d in self.dispatchers if self._holds("sink", d.settings.name)},
+                lambda: {
+                    d.settings.name: d.offset for d in self.dispatchers if self.ownership.holds("sink", d.settings.name)
+                },
             )
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
@@ -183,7 +184,7 @@ class Collector:
                 self.health = HealthServer(
                     self.config.service.listen,
                     self.telemetry,
-                    lambda: [p for p in self.pollers if self._holds("stream", p.spec.name)],
+                    lambda: [p for p in self.pollers if self.ownership.holds("stream", p.spec.name)],
                     self.clock,
                     standby_ok=isinstance(store, PostgresStore),  # a replica may own nothing for now
                 )
@@ -197,7 +198,7 @@ class Collector:
                 self._log.info("health_endpoint_listening", address=self.health.address)
             self.notifier.notify("READY=1", f"STATUS=collecting {len(self.pollers)} streams")
             try:
-                return await self._supervise()
+                return await self._supervise(store)
             finally:
                 self.notifier.notify("STOPPING=1")
 
@@ -216,15 +217,6 @@ class Collector:
             store = await Store.open(lock.state_path, synchronous=state.synchronous)
         stack.push_async_callback(store.close)
         return store
-
-    async def _last_seq(self) -> int | None:
-        assert self._store is not None
-        with anyio.move_on_after(5):  # a database that does not answer: drain until the grace ends
-            return (await self._store.usage()).last_seq
-        return None
-
-    def _holds(self, kind: str, name: str) -> bool:
-        return self.ownership.holds(kind, name)
 
     async def _dispatchers(
         self, stack: AsyncExitStack, store: StateStore, signal_: SpoolSignal, acked: SpoolSignal
@@ -279,7 +271,7 @@ class Collector:
                 )
         return pollers
 
-    async def _supervise(self) -> RunResult:
+    async def _supervise(self, store: StateStore) -> RunResult:
         results: dict[str, bool] = {}
         collection_done = anyio.Event()
         collection, delivery = anyio.CancelScope(), anyio.CancelScope()
@@ -299,7 +291,9 @@ class Collector:
                         tg.start_soon(self._run_poller, poller, results)
             await self.ownership.release_all("stream")  # another replica may go on at once
             if not isinstance(self.ownership, SoleOwner):  # the spool is shared: drain what is there now
-                last = await self._last_seq()
+                last = None
+                with anyio.move_on_after(5):  # a database that does not answer: drain until the grace ends
+                    last = (await store.usage()).last_seq
                 for dispatcher in self.dispatchers:
                     dispatcher.drain_through = last
             collection_done.set()  # dispatchers now drain what is spooled, then return

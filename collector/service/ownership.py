@@ -237,8 +237,8 @@ class LeaseOwnership:
                 stopped.set()
             if done and key not in self._winding:
                 return result
-            # Wound down: the round that asked lets the lease go right after (noqa: the same round, no event).
-            while key in self._winding and key in self._held:  # noqa: ASYNC110
+            # Wound down for a handover: the round that asked drops the lease as soon as this stopped.
+            while key in self._winding and key in self._held:  # noqa: ASYNC110 - within that round
                 await anyio.sleep(0.05)
 
     async def _wait_for(self, key: tuple[str, str], until: anyio.Event | None) -> bool:

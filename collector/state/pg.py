@@ -133,17 +133,69 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 
 
+class Outage:
+    """Whether the server answers, logged once each way (``state_unavailable`` / ``state_available``)
+    and told to ``on_change`` (telemetry: /readyz, metrics)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.down_since: float | None = None
+        self.on_change: Callable[[bool], None] = lambda up: None
+        self._log = get_logger()
+
+    def down(self, exc: BaseException, retry_in_secs: float) -> None:
+        if self.down_since is None:
+            self.down_since = anyio.current_time()
+            self._log.warning("state_unavailable", database=self.where, error=_reason(exc), retry_in_secs=retry_in_secs)
+            self.on_change(False)
+
+    def up(self) -> None:
+        if self.down_since is not None:
+            self.down_since = None
+            self._log.info("state_available", database=self.where)
+            self.on_change(True)
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]], config: StateConfig, outage: Outage, *, wait: bool) -> T:
+    """``attempt()``, again with backoff while the server is unavailable (``wait``; else a StoreError
+    at once); errors waiting cannot fix are a StoreError naming the fix (see the module docstring)."""
+    delay = RETRY_FIRST_SECS
+    while True:
+        try:
+            result = await attempt()
+        except LeaseLost:
+            raise
+        except PERMANENT as exc:
+            raise StoreError(describe_pg_failure(config, exc)) from None
+        except TRANSIENT as exc:
+            if not wait:  # a command (status, reset, migrate) says so instead of hanging
+                raise StoreError(f"cannot reach the state database {outage.where}: {_reason(exc)}") from None
+            outage.down(exc, delay)
+            await anyio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(RETRY_MAX_SECS, delay * 2)
+            continue
+        except asyncpg.PostgresError as exc:
+            raise StoreError(describe_pg_failure(config, exc)) from None
+        outage.up()
+        return result
+
+
 class PgDatabase:
-    def __init__(self, pool: asyncpg.Pool, config: StateConfig) -> None:
+    def __init__(self, pool: asyncpg.Pool, config: StateConfig, outage: Outage, *, wait: bool = True) -> None:
         self._pool = pool
         self.config = config
         self.schema = config.schema
-        self.where = describe_target(config)
-        self._log = get_logger()
-        self._down_since: float | None = None
-        self.wait = True  # while the server is unavailable, wait (the collector) or fail (a command)
-        #: Told True/False when the server comes back or goes away (telemetry: /readyz, metrics).
-        self.on_availability: Callable[[bool], None] = lambda up: None
+        self._outage = outage
+        self.wait = wait  # while the server is unavailable, wait (the collector) or fail (a command)
+
+    @property
+    def on_availability(self) -> Callable[[bool], None]:
+        """Told True/False when the server comes back or goes away (telemetry: /readyz, metrics)."""
+        return self._outage.on_change
+
+    @on_availability.setter
+    def on_availability(self, callback: Callable[[bool], None]) -> None:
+        self._outage.on_change = callback
 
     @classmethod
     async def connect(
@@ -154,6 +206,7 @@ class PgDatabase:
         unreachable server is waited for (a collector started before its database); without, it is a
         StoreError."""
         assert config.url is not None  # the config refuses backend = "postgresql" without a url
+        url = config.url
         password = config.password.reveal() if config.password is not None else None
         settings = {
             "application_name": "mimecast-collector",
@@ -163,45 +216,25 @@ class PgDatabase:
             # after a third of a lease, 5 s at most. Our transactions never idle: they are milliseconds.
             "idle_in_transaction_session_timeout": str(max(1000, min(5000, int(config.lease_secs * 1000 / 3)))),
         }
-        delay = RETRY_FIRST_SECS
-        logged = False
-        while True:
-            try:
-                pool = await asyncpg.create_pool(
-                    config.url,
-                    password=password,
-                    min_size=1,
-                    max_size=POOL_MAX,
-                    command_timeout=COMMAND_TIMEOUT_SECS,
-                    server_settings=settings,
-                    timeout=10,
-                )
-                break
-            except PERMANENT as exc:
-                raise StoreError(describe_pg_failure(config, exc)) from None
-            except TRANSIENT as exc:
-                if not wait:
-                    raise StoreError(
-                        f"cannot reach the state database {describe_target(config)}: {_reason(exc)}"
-                    ) from None
-                if not logged:
-                    get_logger().warning(
-                        "state_unavailable", database=describe_target(config), error=_reason(exc), retry_in_secs=delay
-                    )
-                    logged = True
-                await anyio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(RETRY_MAX_SECS, delay * 2)
-            except asyncpg.PostgresError as exc:
-                raise StoreError(describe_pg_failure(config, exc)) from None
-        if logged:
-            get_logger().info("state_available", database=describe_target(config))
-        db = cls(pool, config)
-        db.wait = wait
+
+        async def pool() -> asyncpg.Pool:
+            return await asyncpg.create_pool(
+                url,
+                password=password,
+                min_size=1,
+                max_size=POOL_MAX,
+                command_timeout=COMMAND_TIMEOUT_SECS,
+                server_settings=settings,
+                timeout=10,
+            )
+
+        outage = Outage(describe_target(config))
+        db = cls(await _retrying(pool, config, outage, wait=wait), config, outage, wait=wait)
         try:
             check = db._check_exists if must_exist else db._check_can_create
             await db.run(db._migrate if create else check, write=create)
         except BaseException:
-            await pool.close()
+            await db._pool.close()
             raise
         return db
 
@@ -216,47 +249,27 @@ class PgDatabase:
     async def run(self, operation: Callable[[Conn], Awaitable[T]], *, write: bool = True) -> T:
         """``operation`` on a pooled connection, in one transaction if ``write``; retried while the
         server is unavailable (see the module docstring)."""
-        delay = RETRY_FIRST_SECS
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    try:
-                        if not write:
-                            result = await operation(conn)
-                        else:
-                            async with conn.transaction():
-                                result = await operation(conn)
-                    except asyncpg.InternalClientError:
-                        # A session the server ended mid-query can come back from the pool still
-                        # waiting for that query's end ("cannot switch to state 15; another operation
-                        # (2) is in progress", MagicStack/asyncpg#784): every later use fails the same
-                        # way, so it is closed, and the pool connects afresh for the retry.
-                        conn.terminate()
-                        raise
-            except LeaseLost:
-                raise
-            except PERMANENT as exc:
-                raise StoreError(describe_pg_failure(self.config, exc)) from None
-            except TRANSIENT as exc:
-                if not self.wait:  # a command (status, reset, migrate) says so instead of hanging
-                    raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
-                self._unavailable(exc, delay)
-                await anyio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(RETRY_MAX_SECS, delay * 2)
-                continue
-            except asyncpg.PostgresError as exc:
-                raise StoreError(describe_pg_failure(self.config, exc)) from None
-            if self._down_since is not None:
-                self._down_since = None
-                self._log.info("state_available", database=self.where)
-                self.on_availability(True)
-            return result
 
-    def _unavailable(self, exc: BaseException, delay: float) -> None:
-        if self._down_since is None:
-            self._down_since = anyio.current_time()
-            self._log.warning("state_unavailable", database=self.where, error=_reason(exc), retry_in_secs=delay)
-            self.on_availability(False)
+        async def attempt() -> T:
+            async with self._pool.acquire() as conn:
+                try:
+                    if not write:
+                        return await operation(conn)
+                    async with conn.transaction():
+                        return await operation(conn)
+                except asyncpg.InternalClientError:
+                    # A session the server ended mid-query can come back from the pool still
+                    # waiting for that query's end ("cannot switch to state 15; another operation
+                    # (2) is in progress", MagicStack/asyncpg#784): every later use fails the same
+                    # way, so it is closed, and the pool connects afresh for the retry.
+                    conn.terminate()
+                    raise
+
+        return await _retrying(attempt, self.config, self._outage, wait=self.wait)
+
+    @property
+    def where(self) -> str:
+        return self._outage.where
 
     async def _check_exists(self, conn: Conn) -> None:
         if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{self.schema}".spool_head'):

@@ -25,7 +25,7 @@ from collector.config.model import StateConfig
 from collector.logtypes import Event, serialize
 from collector.state.base import LeaseLost
 from collector.state.leases import Lease, LeaseTable, take_over
-from collector.state.pg import PgDatabase
+from collector.state.pg import Outage, PgDatabase
 from collector.state.spool import Page, SpoolRow, SpoolUsage, decode_page, page_tail, take_page, usage_of
 from collector.state.store import PageResult, StreamState
 
@@ -43,8 +43,8 @@ def default_node() -> str:
 
 
 class PostgresStore(PgDatabase, LeaseTable):
-    def __init__(self, pool: asyncpg.Pool, config: StateConfig) -> None:
-        super().__init__(pool, config)
+    def __init__(self, pool: asyncpg.Pool, config: StateConfig, outage: Outage, *, wait: bool = True) -> None:
+        super().__init__(pool, config, outage, wait=wait)
         self.node = config.node or default_node()
         self.instance = uuid.uuid4().hex
         self.beats = 0
@@ -273,7 +273,7 @@ class PostgresStore(PgDatabase, LeaseTable):
             )
             # Under the head's lock before reading the others' offsets: two acks at once each see the
             # other's new offset, so neither leaves delivered events behind.
-            await conn.execute("SELECT 1 FROM spool_head WHERE id = 1 FOR UPDATE")
+            await _lock_head(conn)
             # The sinks of this replica's config, and any another replica runs now (configs differ for
             # a while during a rolling change): events are deleted only once all of those have them.
             row = await conn.fetchrow(
@@ -289,8 +289,8 @@ class PostgresStore(PgDatabase, LeaseTable):
 
     async def drop_oldest(self, *, max_events: int, max_bytes: int) -> tuple[int, int]:
         async def op(conn: Conn) -> tuple[int, int]:
-            await conn.execute("SELECT 1 FROM spool_head WHERE id = 1 FOR UPDATE")  # one deleter at a time
-            usage = usage_of(*(await conn.fetchrow(_USAGE) or (None, 0, 0)))
+            await _lock_head(conn)  # one deleter at a time
+            usage = await _usage(conn)
             excess_events = usage.events - max_events if max_events else 0
             excess_bytes = usage.bytes - max_bytes if max_bytes else 0
             if excess_events <= 0 and excess_bytes <= 0:
@@ -316,7 +316,7 @@ class PostgresStore(PgDatabase, LeaseTable):
 
     async def usage(self) -> SpoolUsage:
         async def op(conn: Conn) -> SpoolUsage:
-            return usage_of(*(await conn.fetchrow(_USAGE) or (None, 0, 0)))
+            return await _usage(conn)
 
         return await self.run(op, write=False)
 
@@ -333,7 +333,7 @@ class PostgresStore(PgDatabase, LeaseTable):
                 "SELECT name, offset_seq AS offset, delivered_total, last_delivery_at, last_error "
                 "FROM sinks ORDER BY name"
             )
-            return rows, usage_of(*(await conn.fetchrow(_USAGE) or (None, 0, 0)))
+            return rows, await _usage(conn)
 
         rows, usage = await self.run(op, write=False)
         return [{**dict(row), "backlog": usage.after(row["offset"])} for row in rows]
@@ -352,6 +352,16 @@ async def _reset(conn: Conn, account: str, log_type: str, start: int) -> None:
         log_type,
         start,
     )
+
+
+async def _usage(conn: Conn) -> SpoolUsage:
+    return usage_of(*(await conn.fetchrow(_USAGE) or (None, 0, 0)))
+
+
+async def _lock_head(conn: Conn) -> None:
+    """The spool head's row lock, to COMMIT: deleters (acks of sinks held by different replicas,
+    drop_oldest) take turns, so none counts from what another already cut."""
+    await conn.execute("SELECT 1 FROM spool_head WHERE id = 1 FOR UPDATE")
 
 
 async def _page(conn: Conn, first_seq: int) -> Page:
@@ -383,9 +393,7 @@ async def _append(conn: Conn, stream_id: int, fresh: list[Event]) -> None:
 
 async def _delete_through(conn: Conn, seq: int) -> None:
     """Delete spooled events up to ``seq`` (whole pages below it, the first part of the page holding
-    it), keeping the byte count in step. The head's row lock makes concurrent deleters (acks of
-    sinks owned by different replicas) take turns, so none counts from what another already cut."""
-    await conn.execute("SELECT 1 FROM spool_head WHERE id = 1 FOR UPDATE")
+    it), keeping the byte count in step. The caller holds the head's row lock (:func:`_lock_head`)."""
     row = await conn.fetchrow(
         "SELECT first_seq, events, bytes FROM spool WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1", seq
     )
