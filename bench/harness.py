@@ -112,11 +112,19 @@ async def start_simulator(
 
 
 def collector_config(
-    directory: Path, sim: FakeMimecast, start: int, *, sinks: str = "", accounts: int = 1, **account: Any
+    directory: Path,
+    sim: FakeMimecast,
+    start: int,
+    *,
+    sinks: str = "",
+    accounts: int = 1,
+    workers: int | None = 0,
+    **account: Any,
 ) -> Path:
     """A config collecting the benchmarked types from ``accounts`` accounts of the simulator (it must
     serve that many: SimSettings.accounts) into one file sink, events.jsonl; ``account`` adds options
-    to every account."""
+    to every account. ``workers``: [service] workers (None: the default, one per core beyond the first;
+    0 unless said, so every figure but the workers' own is of one process, as before workers existed)."""
     # The benchmarked types only, so figures stay comparable with earlier runs and with the baseline.
     options = {"page_size": 500, "streams": list(LOG_TYPES), **account}
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in options.items())
@@ -126,11 +134,12 @@ path = "{directory / "events.jsonl"}"
 fsync = false
 max_bytes = 0
 """
+    service = "" if workers is None else f"[service]\nworkers = {workers}\n"
     text = f"""
 [state]
 path = "{directory / "state.db"}"
 max_spool_bytes = 0
-
+{service}
 {"".join(_account_table(sim, i, start, extra) for i in range(accounts))}
 {sinks or file_sink}
 """

@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from collector.cli import _tune_gc as tune_gc
 from collector.logtypes import COMPILED, LOG_TYPES, build_event, record_key, serialize
 from collector.simulator.data import generate
 from collector.state.store import Store
+from collector.workers import tune_gc
 
 ARRAY_KEYS = {"ttp_url": "clickLogs", "ttp_impersonation": "impersonationLogs", "archive_search": "logs"}
 PAGE_SIZE = 500

@@ -21,9 +21,13 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
+import os
+
 from harness import LOG_TYPES, ChildResult, collector_build, collector_config, count_lines, run_child, start_simulator
 
 from collector.simulator import FakeMimecast
+
+WORKERS = int(os.environ.get("W", "0"))
 
 
 def figures(result: ChildResult, events: int) -> dict[str, Any]:
@@ -44,7 +48,7 @@ async def one_round(sim: FakeMimecast, start: int) -> tuple[dict[str, Any], dict
         out = directory / "baseline.jsonl"
         baseline = await run_child(str(Path(__file__).parent / "baseline_fetch.py"), sim.base_url, str(out), str(start))
         baseline_events = count_lines(out)
-        config = collector_config(directory, sim, start, max_window_secs=86400)
+        config = collector_config(directory, sim, start, workers=WORKERS, max_window_secs=86400)
         collector = await run_child(
             "-m", "collector", "run", "--once", "--config", str(config), "--log-level", "warning"
         )

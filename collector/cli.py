@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import signal
 import sys
 import threading
@@ -40,6 +39,7 @@ from collector.state.open import open_store
 from collector.state.pg_store import PostgresStore
 from collector.state.store import Store
 from collector.timeutil import iso
+from collector.workers import tune_gc
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -162,7 +162,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     _ignore_hangups()  # until Collector.run catches it: a SIGHUP's default action is to kill
     config = _load(args)
-    _tune_gc()
+    tune_gc()
     collector = Collector(config, once=args.once)
     try:
         result = anyio.run(collector.run)
@@ -185,18 +185,6 @@ def _ignore_hangups() -> None:
     """
     if threading.current_thread() is threading.main_thread():  # tests call main() from worker threads
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
-def _tune_gc() -> None:
-    """Fewer, cheaper cyclic-GC passes for a process that builds and drops ~15 dicts per event.
-
-    Events die by reference counting; the cyclic collector only finds work in aiohttp's and the
-    loop's occasional cycles. Freezing what startup built keeps full passes from re-walking the
-    imported modules, and a larger first threshold stops a pass every ~50 events (bench/throughput:
-    about 10% less CPU per event; peak RSS unchanged, bench/memory).
-    """
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)  # older generations: the default ratios, so cycles still go
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

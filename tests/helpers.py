@@ -97,7 +97,9 @@ def write_config(
     ``state``: the [state] table's options (the `state_options` fixture: either backend) instead of a
     SQLite file; `path` stays in the test's directory either way, for what sinks keep next to it."""
     body = table("state", {"path": str(directory / "state" / "collector.db"), **(state or {})})
-    body += table("service", {"shutdown_grace_secs": 10})
+    # One worker process whatever the machine's cores: every whole-run test (crash, kill loops, outages)
+    # runs with pages built in a worker (pages of MIN_POOLED_RECORDS or more; smaller ones stay here).
+    body += table("service", {"shutdown_grace_secs": 10, "workers": 1})
     body += table("accounts.acme", account_options(base_url, auth, sim, **(account or {})))
     body += table("sinks.local", {"type": "file", "path": str(directory / "out" / "events.jsonl"), **(sink or {})})
     body += extra_tables

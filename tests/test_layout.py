@@ -1,9 +1,10 @@
 """The package tree is the data flow: which stage may import which, checked on the real source.
 
 Stages, in the order data flows (README "How it works"): config -> api -> logtypes -> collect ->
-state -> delivery -> sinks, with encodings (used by delivery and sinks), service (runs it all) and
-simulator (the loopback API) beside them. Every module's imports, function-level ones included, are
-read from its source; a new arrow that runs back up fails here instead of in a review.
+state -> delivery -> sinks, with encodings (used by delivery and sinks), workers (log types run in
+other processes, for collect), service (runs it all) and simulator (the loopback API) beside them.
+Every module's imports, function-level ones included, are read from its source; a new arrow that
+runs back up fails here instead of in a review.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"logtypes"},  # stream names and filters are checked against the log types' declarations
     "api": {"config"},
     "logtypes": set(),
-    "collect": {"config", "api", "logtypes", "state"},
+    "collect": {"config", "api", "logtypes", "state", "workers"},
     "state": {"config", "logtypes"},
     "delivery": {"config", "state", "sinks", "encodings"},
     "sinks": {"config", "encodings"},
     "encodings": {"config", "logtypes"},
-    "service": {"config", "api", "logtypes", "collect", "state", "delivery", "sinks", "encodings"},
+    "workers": {"logtypes"},  # a worker process imports nothing else
+    "service": {"config", "api", "logtypes", "collect", "state", "delivery", "sinks", "encodings", "workers"},
     "simulator": {"config", "api", "logtypes"},
 }
 

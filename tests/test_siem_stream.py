@@ -24,7 +24,7 @@ from collector.cli import main
 from collector.collect.poller import Poller, StreamSpec
 from collector.config import load_config
 from collector.config.errors import ConfigError
-from collector.logtypes import Event, dedup_key
+from collector.logtypes import SpoolEvent, dedup_key
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
 from collector.service.app import Collector
 from collector.service.status import status_report
@@ -128,7 +128,7 @@ class CrashingStore(Store):
 
     async def commit_page(
         self,
-        events: Sequence[Event],
+        events: Sequence[SpoolEvent],
         next_state: StreamState,
         *,
         seen_until: int,

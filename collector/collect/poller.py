@@ -23,12 +23,13 @@ from collector.collect.spec import StreamSpec
 from collector.collect.strategy import CursorStrategy, StrategyFactory
 from collector.collect.windowed import WindowedPages
 from collector.logs import get_logger, redact
-from collector.logtypes import CursorKind, Event
+from collector.logtypes import CursorKind, SpoolEvent
 from collector.logtypes.base import NORMALIZE_ERROR_TAG
 from collector.service.telemetry import Telemetry
 from collector.state.base import StateStore
 from collector.state.db import StoreError
 from collector.state.store import PageResult, StreamState
+from collector.workers import PageBuilder
 
 __all__ = ["STRATEGIES", "Poller", "StreamSpec"]
 
@@ -57,10 +58,12 @@ class Poller:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         files: FileHost | None = None,
+        builder: PageBuilder | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
         self.files = files
+        self.builder = builder if builder is not None else PageBuilder(workers=0)
         self.store = store
         self.telemetry = telemetry
         self._on_commit = on_commit
@@ -104,7 +107,7 @@ class Poller:
             await self._before_fetch()  # backpressure: the spool has room again
 
     async def commit(
-        self, events: Sequence[Event], next_state: StreamState, *, seen_until: int, prune_before: int | None = None
+        self, events: Sequence[SpoolEvent], next_state: StreamState, *, seen_until: int, prune_before: int | None = None
     ) -> PageResult:
         result = await self.store.commit_page(
             events, next_state, seen_until=seen_until, prune_before=prune_before, now=self.clock()
@@ -132,7 +135,7 @@ class Poller:
 
     # --- parts ----------------------------------------------------------------------------------------
 
-    def _count(self, events: Sequence[Event], new: int, duplicates: int) -> None:
+    def _count(self, events: Sequence[SpoolEvent], new: int, duplicates: int) -> None:
         t = self.telemetry
         t.events_fetched.labels(*self._labels).inc(len(events))
         t.events_spooled.labels(*self._labels).inc(new)

@@ -15,10 +15,11 @@ from collector.api.client import MimecastClient
 from collector.api.errors import ApiError
 from collector.api.files import FileHost
 from collector.collect.spec import StreamSpec
-from collector.logtypes import Event
+from collector.logtypes import SpoolEvent
 from collector.service.telemetry import Telemetry
 from collector.state.base import StateStore
 from collector.state.store import PageResult, StreamState
+from collector.workers import PageBuilder
 
 #: Keys of a cursor that hold an API token: ``status`` shows only whether one is held, as for page tokens.
 CURSOR_TOKEN_KEYS = frozenset({"token", "page", "next"})
@@ -30,6 +31,7 @@ class StreamContext(Protocol):
     spec: StreamSpec
     client: MimecastClient
     files: FileHost | None  # the batch-file downloader (no API credentials); None where not needed
+    builder: PageBuilder  # normalizes a page's records, in worker processes when there are any
     store: StateStore
     telemetry: Telemetry
     log: Any  # a bound structlog logger carrying stream=<account/log type>
@@ -43,7 +45,7 @@ class StreamContext(Protocol):
         """Wait while the spool is full (backpressure); call before every API request that fetches events."""
 
     async def commit(
-        self, events: Sequence[Event], next_state: StreamState, *, seen_until: int, prune_before: int | None = None
+        self, events: Sequence[SpoolEvent], next_state: StreamState, *, seen_until: int, prune_before: int | None = None
     ) -> PageResult:
         """Spool ``events`` and save ``next_state`` in ONE transaction, count them, wake the sinks."""
 

@@ -13,7 +13,6 @@ from typing import Any
 from collector.api.client import Page
 from collector.api.errors import ANSWER_TOO_LARGE, Action, ApiError
 from collector.collect.strategy import StreamContext
-from collector.logtypes import build_event
 from collector.state.store import StreamState
 from collector.timeutil import iso
 
@@ -169,7 +168,7 @@ class WindowedPages:
         next_token = page.next_token if page.records else None
         if next_token is not None and (next_token == state.page_token or next_token in seen_tokens):
             raise _RepeatedToken("the API repeated a page token (pagination loop)")
-        events = [build_event(log_type, r, account.name, window_end) for r in page.records]
+        events = await ctx.builder.build(log_type, page.records, account.name, window_end)
         self._records += len(events)
         newest = max((e.time for e in events if e.normalized), default=None)
         if newest is not None and (self._newest is None or newest > self._newest):

@@ -7,6 +7,7 @@ in step.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +95,16 @@ def check_postgres_url(url: str | None) -> None:
         raise ConfigError("state.url", "the URL names no database", example)
 
 
+AUTO_WORKERS_MAX = 4
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     shutdown_grace_secs: float = option(30.0, min=0, max=3600, doc="time sinks get to drain on SIGTERM")
     listen: str | None = option(None, doc="host:port for /healthz, /readyz and /metrics; off when unset")
+    workers: int | None = option(
+        None, min=0, max=64, doc="processes that normalize pages; unset: one per core beyond the first (at most 4)"
+    )
 
     def __post_init__(self) -> None:
         if self.listen is None:
@@ -109,6 +116,19 @@ class ServiceConfig:
                 f"{self.listen!r} is not host:port",
                 'write e.g. "127.0.0.1:9464" (port 0 picks a free one)',
             )
+
+    @property
+    def worker_count(self) -> int:
+        """``workers``, or one per core this process may run on beyond the one its event loop uses. At
+        most AUTO_WORKERS_MAX then: past that the event loop (fetch, commit, deliver) is the limit, and
+        each worker holds ~40 MiB."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return max(0, min(AUTO_WORKERS_MAX, cores - 1))
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,17 @@ from collector.logtypes import (
 )
 from collector.logtypes.base import (
     CursorKind,
+    EncodedEvent,
     Event,
     FilterSpec,
     LogType,
+    SpoolEvent,
     TimeFormat,
     build_event,
     dedup_key,
     record_key,
     serialize,
+    spool_bytes,
 )
 
 # True when the per-event modules were compiled with mypyc (MIMECAST_COLLECTOR_COMPILE=1 at install).
@@ -59,12 +62,15 @@ __all__ = [
     "COMPILED",
     "LOG_TYPES",
     "CursorKind",
+    "EncodedEvent",
     "Event",
     "FilterSpec",
     "LogType",
+    "SpoolEvent",
     "TimeFormat",
     "build_event",
     "dedup_key",
     "record_key",
     "serialize",
+    "spool_bytes",
 ]

@@ -44,11 +44,13 @@ __all__ = [
     "MAX_ID_CHARS",
     "NORMALIZE_ERROR_TAG",
     "CursorKind",
+    "EncodedEvent",
     "Event",
     "FilterKind",
     "FilterSpec",
     "JsonDict",
     "LogType",
+    "SpoolEvent",
     "TimeFormat",
     "address",
     "build_event",
@@ -65,6 +67,7 @@ __all__ = [
     "related",
     "serialize",
     "sha256_or_none",
+    "spool_bytes",
     "text",
     "truthy",
     "url_fields",
@@ -185,6 +188,30 @@ class Event(NamedTuple):  # one per record: a tuple is built several times faste
         (time, key) is as unique as the key; a raw-kept record's time depends on the window that
         fetched it, so it uses 0 to stay the same identity in every window."""
         return self.time if self.normalized else 0
+
+
+class EncodedEvent(NamedTuple):
+    """An :class:`Event` whose document is already serialized (built in a worker process)."""
+
+    key: str
+    time: int
+    doc: bytes
+    normalized: bool = True
+
+    @property
+    def dedup_time(self) -> int:
+        return self.time if self.normalized else 0  # as Event.dedup_time
+
+
+#: What the spool takes: an event with its document, or with the document's bytes.
+SpoolEvent = Event | EncodedEvent
+
+
+def spool_bytes(event: SpoolEvent) -> bytes:
+    """The event's document as the spool stores it."""
+    if isinstance(event, EncodedEvent):
+        return event.doc
+    return serialize(event.doc)
 
 
 _MISSING = {"$missing": True}

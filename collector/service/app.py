@@ -49,6 +49,7 @@ from collector.state.lock import StateLock
 from collector.state.pg_store import PostgresStore
 from collector.state.store import Store
 from collector.timeutil import iso
+from collector.workers import PageBuilder
 
 EXIT_OK = 0
 EXIT_STREAM_FAILED = 1
@@ -89,6 +90,13 @@ def register_config_secrets(config: Config) -> None:
             if isinstance(value, dict):  # HTTP headers: tokens travel here
                 for item in value.values():
                     register_secret(str(item))
+
+
+def _http_session(connections: int, **options: Any) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": f"mimecast-collector/{__version__}"}, **options
+    )
 
 
 async def check_sinks(config: Config, *, timeout_secs: float = 20.0) -> dict[str, str | None]:
@@ -160,22 +168,13 @@ class Collector:
                     d.settings.name: d.offset for d in self.dispatchers if self.ownership.holds("sink", d.settings.name)
                 },
             )
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
-                    headers={"User-Agent": f"mimecast-collector/{__version__}"},
-                )
-            )
+            session = await stack.enter_async_context(_http_session(64))
             # Batch files (SIEM API 2.0) come from another host: their own session, with no cookie jar,
             # so nothing the API set can reach it; requests there carry no credentials (api/files.py).
-            files_session = await stack.enter_async_context(
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                    headers={"User-Agent": f"mimecast-collector/{__version__}"},
-                )
-            )
-            self.pollers = self._pollers(session, files_session, store, signal_, gate)
+            files_session = await stack.enter_async_context(_http_session(16, cookie_jar=aiohttp.DummyCookieJar()))
+            builder = PageBuilder(self.config.service.worker_count, self.telemetry)  # starts with the first big page
+            stack.push_async_callback(builder.close)
+            self.pollers = self._pollers(session, files_session, store, signal_, gate, builder=builder)
             if isinstance(store, PostgresStore):
                 items = {"stream": [p.spec.name for p in self.pollers], "sink": [s.name for s in self.config.sinks]}
                 lease_secs = self.config.state.lease_secs
@@ -242,6 +241,8 @@ class Collector:
         store: StateStore,
         signal_: SpoolSignal,
         gate: SpoolGate,
+        *,
+        builder: PageBuilder,
     ) -> list[Poller]:
         pacers = PacerRegistry()
         pages = PageGate()  # every account's client: the process-wide limit on fetched pages
@@ -267,6 +268,7 @@ class Collector:
                         dedup_retention_secs=self.config.state.dedup_retention_secs,
                         clock=self.clock,
                         files=files,
+                        builder=builder,
                     )
                 )
         return pollers

@@ -126,6 +126,13 @@ class Telemetry:
         self.state_up.set(1)
         self.state_available = True
         self.owned = Gauge("mimecast_owned", "Streams and sinks this replica holds the lease of", ("kind",), registry=r)
+        # Worker processes ([service] workers; collector/workers).
+        self.workers = Gauge(
+            "mimecast_workers", "Worker processes normalizing pages (0 until the first big page)", registry=r
+        )
+        self.worker_restarts = Counter(
+            "mimecast_worker_restarts", "Worker pools replaced because a worker process died", registry=r
+        )
         self.streams: dict[tuple[str, str], StreamHealth] = {}
         self.record_waiting: WaitingRecorder | None = None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from collector.logtypes import Event
+from collector.logtypes import SpoolEvent
 from collector.state.db import StoreError
 from collector.state.spool import SpoolRow, SpoolUsage
 from collector.state.store import PageResult, StreamState
@@ -29,7 +29,7 @@ class StateStore(Protocol):
 
     async def commit_page(
         self,
-        events: Sequence[Event],
+        events: Sequence[SpoolEvent],
         next_state: StreamState,
         *,
         seen_until: int,

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from collector.config.model import StateConfig
-from collector.logtypes import Event, serialize
+from collector.logtypes import SpoolEvent, spool_bytes
 from collector.state.base import LeaseLost
 from collector.state.leases import Lease, LeaseTable, take_over
 from collector.state.pg import Outage, PgDatabase
@@ -89,7 +89,7 @@ class PostgresStore(PgDatabase, LeaseTable):
 
     async def commit_page(
         self,
-        events: Sequence[Event],
+        events: Sequence[SpoolEvent],
         next_state: StreamState,
         *,
         seen_until: int,
@@ -97,7 +97,7 @@ class PostgresStore(PgDatabase, LeaseTable):
         now: float,
     ) -> PageResult:
         stream_id, name = next_state.id, f"{next_state.account}/{next_state.log_type}"
-        unique: dict[str, Event] = {}
+        unique: dict[str, SpoolEvent] = {}
         for event in events:
             unique.setdefault(event.key, event)
         keys = list(unique)
@@ -370,8 +370,8 @@ async def _page(conn: Conn, first_seq: int) -> Page:
     return decode_page(tuple(row))
 
 
-async def _append(conn: Conn, stream_id: int, fresh: list[Event]) -> None:
-    docs = [serialize(e.doc) for e in fresh]
+async def _append(conn: Conn, stream_id: int, fresh: list[SpoolEvent]) -> None:
+    docs = [spool_bytes(e) for e in fresh]
     size = sum(map(len, docs))
     last = await conn.fetchval(
         "UPDATE spool_head SET last_seq = last_seq + $1, bytes = bytes + $2 WHERE id = 1 RETURNING last_seq",

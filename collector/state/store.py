@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from collector.logtypes import Event, serialize
+from collector.logtypes import SpoolEvent, spool_bytes
 from collector.state.db import describe_failure
 from collector.state.spool import Spool, SpoolRow, append_page
 
@@ -78,7 +78,7 @@ class Store(Spool):
 
     async def commit_page(
         self,
-        events: Sequence[Event],
+        events: Sequence[SpoolEvent],
         next_state: StreamState,
         *,
         seen_until: int,
@@ -88,7 +88,7 @@ class Store(Spool):
         """Spool the events not seen before and save ``next_state`` (window, page token and cursor,
         whatever the stream's cursor kind): one transaction. Every cursor kind commits through here."""
         stream_id = next_state.id
-        unique: dict[str, Event] = {}
+        unique: dict[str, SpoolEvent] = {}
         for event in events:
             unique.setdefault(event.key, event)
         async with self._transaction() as db:
@@ -108,7 +108,7 @@ class Store(Spool):
                 new_keys.update(row[0] for row in await cursor.fetchall())
             fresh = [e for key, e in unique.items() if key in new_keys]
             await append_page(
-                db, stream_id, [e.key for e in fresh], [e.time for e in fresh], [serialize(e.doc) for e in fresh]
+                db, stream_id, [e.key for e in fresh], [e.time for e in fresh], [spool_bytes(e) for e in fresh]
             )
             await db.execute(
                 "UPDATE streams SET window_start=?, window_end=?, page_token=?, cursor=?, events_total=events_total+?, "
