@@ -35,6 +35,8 @@ class ChildResult:
     cpu_secs: float
     peak_rss_mib: float
     stderr: bytes
+    # Of the process and its children together (worker processes), sampled every 50 ms.
+    peak_tree_rss_mib: float = 0.0
 
 
 class VirtualIndex:
@@ -173,7 +175,7 @@ class Child:
         )
         assert self.process.stderr is not None
         self._stderr = asyncio.get_running_loop().run_in_executor(None, self.process.stderr.read)
-        self._peak = [0]
+        self._peak = [0, 0]  # VmHWM of the process; the largest VmRSS sum of it and its descendants
         self._watcher = asyncio.ensure_future(_watch_peak_rss(self.process.pid, self._peak))
 
     @property
@@ -186,10 +188,7 @@ class Child:
 
     def rss_mib(self) -> float:
         """Resident memory now (VmRSS)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return _status_kib(self.pid, "VmRSS:") / 1024
 
     def cpu_secs(self) -> float:
         """CPU time (user + system) used so far, from /proc/<pid>/stat (fields 14 and 15, in clock ticks)."""
@@ -207,6 +206,7 @@ class Child:
             cpu_secs=usage.ru_utime + usage.ru_stime,
             peak_rss_mib=self.peak_rss_mib,
             stderr=stderr,
+            peak_tree_rss_mib=max(self._peak[1], self._peak[0]) / 1024,
         )
 
 
@@ -235,7 +235,38 @@ async def _watch_peak_rss(pid: int, peak: list[int]) -> None:
                     peak[0] = max(peak[0], int(line.split()[1]))
         except (OSError, ValueError):
             return
+        peak[1] = max(peak[1], sum(_status_kib(p, "VmRSS:") for p in (pid, *_descendants(pid))))
         await asyncio.sleep(0.05)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (its workers and whatever they started), from /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
 
 
 class LineCounter:
