@@ -101,7 +101,7 @@ def main() -> int:
     args = parser.parse_args()
     result = asyncio.run(run(args.events, max(1, args.rounds), args.workers))
     expected = result["events_expected"]
-    for key, label in (("one_process", "one process"), ("with_workers", f"{args.workers} workers")):
+    for key, label in (("one_process", "workers = 0"), ("with_workers", f"workers = {args.workers}")):
         shown = result[key]
         c, b = shown["collector"], shown["baseline"]
         print(
