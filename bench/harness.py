@@ -188,7 +188,7 @@ class Child:
 
     def rss_mib(self) -> float:
         """Resident memory now (VmRSS)."""
-        return _status_kib(self.pid, "VmRSS:") / 1024
+        return _status_kib(self.pid).get("VmRSS", 0) / 1024
 
     def cpu_secs(self) -> float:
         """CPU time (user + system) used so far, from /proc/<pid>/stat (fields 14 and 15, in clock ticks)."""
@@ -227,26 +227,23 @@ async def _watch_peak_rss(pid: int, peak: list[int]) -> None:
     Not ru_maxrss: that also counts the moment between fork and exec, when the child still
     shares this process's pages (here: the simulator's whole data set).
     """
-    path = Path(f"/proc/{pid}/status")
     while True:
-        try:
-            for line in path.read_text().splitlines():  # noqa: ASYNC240 - procfs, never blocks
-                if line.startswith("VmHWM:"):
-                    peak[0] = max(peak[0], int(line.split()[1]))
-        except (OSError, ValueError):
+        fields = _status_kib(pid)
+        if not fields:  # the process is gone
             return
-        peak[1] = max(peak[1], sum(_status_kib(p, "VmRSS:") for p in (pid, *_descendants(pid))))
+        peak[0] = max(peak[0], fields.get("VmHWM", 0))
+        tree = fields.get("VmRSS", 0) + sum(_status_kib(p).get("VmRSS", 0) for p in _descendants(pid))
+        peak[1] = max(peak[1], tree)
         await asyncio.sleep(0.05)
 
 
-def _status_kib(pid: int, field: str) -> int:
+def _status_kib(pid: int) -> dict[str, int]:
+    """The kB fields of /proc/<pid>/status (VmHWM, VmRSS, ...); empty once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in text.splitlines()) if v.endswith("kB")}
 
 
 def _descendants(pid: int) -> list[int]:

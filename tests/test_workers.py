@@ -43,9 +43,9 @@ def as_spooled(events: Sequence[SpoolEvent]) -> list[tuple[str, int, bytes, bool
     return [(e.key, e.time, spool_bytes(e), e.normalized) for e in events]
 
 
-def worker_pids() -> set[int]:
-    """This process's children that are multiprocessing workers, from /proc."""
-    return {pid for pid in _children(os.getpid()) if b"spawn_main" in _cmdline(pid)}
+def worker_pids(parent: int | None = None) -> set[int]:
+    """The children of ``parent`` (this process by default) that are multiprocessing workers, from /proc."""
+    return {pid for pid in _children(parent or os.getpid()) if b"spawn_main" in _cmdline(pid)}
 
 
 def _children(pid: int) -> set[int]:
@@ -200,7 +200,7 @@ async def test_workers_leave_when_the_collector_is_sigkilled(tmp_path: Path) -> 
         holder = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=handle, env=env)
     await _until(lambda: b"built\n" in output.read_bytes() or holder.returncode is not None, limit_secs=60)
     assert b"built\n" in output.read_bytes()
-    workers = {pid for pid in _children(holder.pid) if b"spawn_main" in _cmdline(pid)}
+    workers = worker_pids(holder.pid)
     assert len(workers) >= 1
     holder.kill()
     await _until(lambda: not any(alive(pid) for pid in workers), limit_secs=10)
@@ -218,7 +218,7 @@ async def test_sigterm_to_every_process_still_drains_and_loses_nothing(
     process = await start_collector(config, log)
     await wait_for_log_event(log, "workers_started")
     await asyncio.sleep(1.0)
-    workers = {pid for pid in _children(process.pid) if b"spawn_main" in _cmdline(pid)}
+    workers = worker_pids(process.pid)
     assert workers
     for pid in (*workers, process.pid):
         os.kill(pid, signal.SIGTERM)

@@ -121,7 +121,7 @@ class ServiceConfig:
     def worker_count(self) -> int:
         """``workers``, or one per core this process may run on beyond the one its event loop uses. At
         most AUTO_WORKERS_MAX then: past that the event loop (fetch, commit, deliver) is the limit, and
-        each worker holds ~40 MiB."""
+        each worker holds ~35 MiB (bench/throughput.py)."""
         if self.workers is not None:
             return self.workers
         try:

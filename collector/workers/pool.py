@@ -134,24 +134,23 @@ class PageBuilder:
         self, log_type: LogType, records: Sequence[Any], account: str, fallback_time: int
     ) -> list[SpoolEvent]:
         # Workers find a log type by name: a variant built at runtime has no name of its own there.
-        if self.workers <= 0 or len(records) < MIN_POOLED_RECORDS or LOG_TYPES.get(log_type.name) is not log_type:
-            return [build_event(log_type, r, account, fallback_time) for r in records]
-        for attempt in (1, 2):
-            pool = self._running_pool()
-            try:
-                work = asyncio.get_running_loop().run_in_executor(
-                    pool, self._task, log_type.name, records, account, fallback_time
-                )
-                # Shielded: a cancelled poller must not cancel the pool's future. When a worker dies,
-                # Python 3.11's pool fails every pending future and crashes on a cancelled one
-                # (InvalidStateError in its manager thread), after which it never answers again.
-                built = await asyncio.wait_for(asyncio.shield(work), self._build_limit_secs)
-            except (BrokenProcessPool, TimeoutError) as why:
-                self._replace(pool, attempt, why)
-                continue
-            keys, times, docs, normalized = built
-            return [EncodedEvent(k, t, d, n) for k, t, d, n in zip(keys, times, docs, normalized, strict=True)]
-        # Twice in a row a worker died on this page (killed, or out of memory): build it here.
+        if self.workers > 0 and len(records) >= MIN_POOLED_RECORDS and LOG_TYPES.get(log_type.name) is log_type:
+            for attempt in (1, 2):
+                pool = self._running_pool()
+                try:
+                    work = asyncio.get_running_loop().run_in_executor(
+                        pool, self._task, log_type.name, records, account, fallback_time
+                    )
+                    # Shielded: a cancelled poller must not cancel the pool's future. When a worker dies,
+                    # Python 3.11's pool fails every pending future and crashes on a cancelled one
+                    # (InvalidStateError in its manager thread), after which it never answers again.
+                    built = await asyncio.wait_for(asyncio.shield(work), self._build_limit_secs)
+                except (BrokenProcessPool, TimeoutError) as why:
+                    self._replace(pool, attempt, why)
+                    continue
+                keys, times, docs, normalized = built
+                return [EncodedEvent(k, t, d, n) for k, t, d, n in zip(keys, times, docs, normalized, strict=True)]
+        # Here: no workers, a small page, or twice in a row a worker died on this page (killed, out of memory).
         return [build_event(log_type, r, account, fallback_time) for r in records]
 
     async def close(self) -> None:
