@@ -320,6 +320,21 @@ async def test_http_json_array_of_cef_is_array_of_strings(harness: Harness) -> N
     assert all(line.startswith("CEF:0|Mimecast|Mimecast Email Security|") for line in decoded)
 
 
+@pytest.mark.parametrize(("body_format", "fmt"), [("ndjson", "json"), ("json_array", "json"), ("json_array", "cef")])
+async def test_http_send_lines_sends_the_body_send_batch_sends(harness: Harness, body_format: str, fmt: str) -> None:
+    """The dispatcher hands a JSON lines sink whole spooled pages (send_lines): the request body is
+    byte for byte the one send_batch sends for the same events."""
+    receiver = await harness.serve(RawReceiver())
+    sink = harness.http(url=f"{receiver.url}/ingest", body_format=body_format, format=fmt, gzip=False)
+    events = out_events(5, fmt=fmt)
+    await sink.send_batch(events)
+    await sink.send_lines(b"".join(e.line + b"\n" for e in events), len(events))
+    await sink.send_lines(b"", 0)  # nothing to send: no request
+    assert len(receiver.seen) == 2
+    assert receiver.seen[1].raw == receiver.seen[0].raw
+    assert receiver.seen[1].headers["content-type"] == receiver.seen[0].headers["content-type"]
+
+
 async def test_http_503_is_retryable(harness: Harness) -> None:
     """A 503 raises a retryable SinkError carrying the status and no Retry-After."""
     collector = await harness.serve(FakeHttpCollector())

@@ -67,6 +67,36 @@ async def test_a_page_is_one_row_and_reads_cut_across_pages_in_order(store: Stat
     assert rows[0].doc == serialize(event("c", 102).doc)
 
 
+async def test_pages_read_whole_keep_their_stored_documents_and_cut_ones_are_sliced(store: StateStore) -> None:
+    """read_pages: one slice per page touched, contiguous, its documents one blob as stored (a page read
+    whole is not split at all); through() cuts a slice inside it."""
+    await commit(store, ["a", "b", "c"])
+    await commit(store, ["d", "e"], log_type="ttp_impersonation")
+    await commit(store, ["f", "g", "h", "i"], account="other")
+    times = dict(zip("abcdefghi", [100, 101, 102, 100, 101, 100, 101, 102, 103], strict=True))
+    keys = "abcdefghi"
+    for after in range(10):
+        for limit in (1, 2, 3, 5, 100):
+            pages = await store.read_pages(after, limit)
+            wanted = keys[after : after + limit]
+            assert [p.first_seq for p in pages] == [
+                after + 1 + sum(p.events for p in pages[:i]) for i in range(len(pages))
+            ]
+            assert b"\n".join(p.docs for p in pages).split(b"\n") == (
+                [serialize(event(k, times[k]).doc) for k in wanted] if wanted else [b""]
+            )
+            assert [r.key for p in pages for r in p.rows()] == list(wanted)
+    [whole] = await store.read_pages(3, 2)  # exactly the second page
+    assert (whole.first_seq, whole.events, whole.log_type) == (4, 2, "ttp_impersonation")
+    [last] = await store.read_pages(5, 100)
+    cut = last.through(7)
+    assert cut is not None
+    assert (cut.first_seq, cut.last_seq, [r.key for r in cut.rows()]) == (6, 7, ["f", "g"])
+    assert cut.docs == serialize(event("f", 100).doc) + b"\n" + serialize(event("g", 101).doc)
+    assert last.through(5) is None
+    assert last.through(9) is last
+
+
 async def test_an_ack_inside_a_page_cuts_it_to_what_is_still_owed(store: StateStore) -> None:
     """Two sinks; the slower one stops inside the second page: the first page goes, the second keeps
     only its undelivered events, and counts and bytes follow exactly."""

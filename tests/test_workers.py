@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from collector.api.answers import parse_answer
 from collector.config.model import AUTO_WORKERS_MAX, ServiceConfig
-from collector.logtypes import LOG_TYPES, CursorKind, EncodedEvent, SpoolEvent, build_event, spool_bytes
+from collector.logtypes import LOG_TYPES, CursorKind, EncodedEvent, LogType, SpoolEvent, build_event, spool_bytes
 from collector.service.telemetry import Telemetry
 from collector.simulator.data import GENERATORS, generate
 from collector.workers import MIN_POOLED_RECORDS, PageBuilder
@@ -74,12 +76,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def die_in_worker(log_type_name: str, records: Sequence[Any], account: str, fallback_time: int) -> Built:
+def die_in_worker(log_type_name: str, records: Sequence[Any] | bytes, account: str, fallback_time: int) -> Built:
     """A task that kills the worker running it, as an out-of-memory kill would."""
     os._exit(1)
 
 
-def hang_in_worker(log_type_name: str, records: Sequence[Any], account: str, fallback_time: int) -> Built:
+def hang_in_worker(log_type_name: str, records: Sequence[Any] | bytes, account: str, fallback_time: int) -> Built:
     """A task that never returns, as a worker stuck in a pathological record would."""
     time.sleep(3600)
     raise AssertionError("unreachable")
@@ -95,6 +97,33 @@ async def test_pooled_pages_are_what_the_loop_would_build() -> None:
             here = [build_event(log_type, r, "acme", NOW) for r in records]
             assert as_spooled(pooled) == as_spooled(here), log_type.name
             assert [e.normalized for e in pooled][-2:] == [False, False]  # kept raw, tagged, not dropped
+    finally:
+        await builder.close()
+    assert builder.restarts == 0
+
+
+def answer_of(log_type: LogType, records: list[Any]) -> bytes:
+    """A page answer as the API sends it, holding ``records`` (no array key: ``data`` holds them)."""
+    data: list[Any] = records if log_type.array_key is None else [{log_type.array_key: records}]
+    return orjson.dumps({"meta": {"status": 200, "pagination": {"next": "t2"}}, "data": data, "fail": []})
+
+
+async def test_a_page_sent_as_its_answer_is_what_the_loop_would_build() -> None:
+    """The worker reads the records again from the answer's bytes: the same events as the loop builds
+    from the records the client read, also from a body only the lenient reader takes (invalid UTF-8)."""
+    builder = PageBuilder(1)
+    try:
+        for log_type in WINDOWED:
+            body = answer_of(log_type, page_of(log_type.name))
+            bodies = [body, body.replace(b'"not an object"', b'"not \xff an object"')]
+            for raw in bodies:
+                page = parse_answer(200, raw, log_type.array_key, oauth2=False)
+                assert page.body == raw
+                pooled = await builder.build(log_type, page.records, "acme", NOW, body=page.body)
+                assert {type(e) for e in pooled} == {EncodedEvent}, log_type.name
+                here = [build_event(log_type, r, "acme", NOW) for r in page.records]
+                assert as_spooled(pooled) == as_spooled(here), log_type.name
+            assert "not \ufffd an object" in page.records  # the second body took the lenient path
     finally:
         await builder.close()
     assert builder.restarts == 0

@@ -168,7 +168,7 @@ class WindowedPages:
         next_token = page.next_token if page.records else None
         if next_token is not None and (next_token == state.page_token or next_token in seen_tokens):
             raise _RepeatedToken("the API repeated a page token (pagination loop)")
-        events = await ctx.builder.build(log_type, page.records, account.name, window_end)
+        events = await ctx.builder.build(log_type, page.records, account.name, window_end, body=page.body)
         self._records += len(events)
         newest = max((e.time for e in events if e.normalized), default=None)
         if newest is not None and (self._newest is None or newest > self._newest):

@@ -20,10 +20,10 @@ import anyio
 from collector.encodings.formats import ENCODERS
 from collector.logs import get_logger, redact
 from collector.service.telemetry import Telemetry
-from collector.sinks.base import Acknowledging, OutEvent, Reopenable, Sink, SinkError, SinkSettings
+from collector.sinks.base import Acknowledging, LineSink, OutEvent, Reopenable, Sink, SinkError, SinkSettings
 from collector.state.base import StateStore
 from collector.state.db import StoreError
-from collector.state.spool import SpoolRow
+from collector.state.spool import PageSlice, SpoolRow, rows_of
 from collector.timeutil import backoff_secs
 
 IDLE_POLL_SECS = 1.0
@@ -75,6 +75,9 @@ class Dispatcher:
         self.offset = 0  # delivered (and, for an acknowledging sink, confirmed) up to here: what is saved
         self._sent = 0  # sent up to here: ahead of offset only while confirmations are outstanding
         self._acking = sink if isinstance(sink, Acknowledging) else None
+        # A JSON lines sink with format json gets pages as they are spooled: the stored documents are
+        # its lines already, so no event is decoded, encoded or wrapped one by one.
+        self._lines = sink if settings.format == "json" and isinstance(sink, LineSink) else None
         self._unconfirmed: deque[tuple[int, int]] = deque()  # (last seq, events) per unconfirmed batch
         self._batch_events = 0
         self.delivered = 0
@@ -125,23 +128,36 @@ class Dispatcher:
         acking = self._acking
         if acking is not None and acking.window_full():
             return await self._confirm(acking, wait=True)
-        rows = await self._next_rows(until_drained)
-        if rows is None:
+        pages = await self._next_pages(until_drained)
+        if pages is None:
             return None
-        if not rows:  # only with batches unconfirmed: nothing new to send, so ask about those
+        if not pages:  # only with batches unconfirmed: nothing new to send, so ask about those
             assert acking is not None
             return await self._confirm(acking, wait=until_drained is not None and until_drained.is_set())
-        batch = self._encoded(rows)
-        self._batch_events = len(batch)
-        await self.sink.send_batch(batch)
-        self._sent = rows[len(batch) - 1].seq
+        self._sent, sent = await self._send(pages)
         if acking is None:
-            await self._delivered(self._sent, len(batch))
+            await self._delivered(self._sent, sent)
             return True
-        self._unconfirmed.append((self._sent, len(batch)))
+        self._unconfirmed.append((self._sent, sent))
         self._telemetry.sink_unacked_batches.labels(self.settings.name).set(len(self._unconfirmed))
         await self._confirm(acking, wait=False)
         return True
+
+    async def _send(self, pages: list[PageSlice]) -> tuple[int, int]:
+        """Send the events of ``pages``, or the first of them that fit ``batch_max_bytes`` (one at
+        least): (seq of the last one sent, how many)."""
+        limit = self.settings.batch_max_bytes
+        if self._lines is not None:
+            payload = b"\n".join([page.docs for page in pages]) + b"\n"
+            if not limit or len(payload) <= limit:
+                self._batch_events = count = sum(page.events for page in pages)
+                await self._lines.send_lines(payload, count)
+                return pages[-1].last_seq, count
+        rows = rows_of(pages)
+        batch = self._encoded(rows)
+        self._batch_events = len(batch)
+        await self.sink.send_batch(batch)
+        return rows[len(batch) - 1].seq, len(batch)
 
     async def _confirm(self, acking: Acknowledging, *, wait: bool) -> bool:
         """Move the offset over the batches the sink reports confirmed; True if there were any."""
@@ -172,20 +188,20 @@ class Dispatcher:
         await self.sink.reopen()
         return True
 
-    async def _next_rows(self, until_drained: anyio.Event | None) -> list[SpoolRow] | None:
-        """The next rows to send: a full batch, or whatever is there once ``batch_max_age_secs`` has
+    async def _next_pages(self, until_drained: anyio.Event | None) -> list[PageSlice] | None:
+        """The next events to send: a full batch, or whatever is there once ``batch_max_age_secs`` has
         passed (or at once while draining). None when draining is over."""
         partial_since: float | None = None
         while True:
             if self._winding_down and not self._unconfirmed:  # handing the sink over: nothing in flight
                 return None
-            rows = await self._store.read_spool(self._sent, self.settings.batch_max_events)
+            pages = await self._store.read_pages(self._sent, self.settings.batch_max_events)
             draining = until_drained is not None and until_drained.is_set()
             if draining and self.drain_through is not None:
-                rows = [row for row in rows if row.seq <= self.drain_through]
-                if not rows and not self._unconfirmed:
+                pages = _through(pages, self.drain_through)
+                if not pages and not self._unconfirmed:
                     return None
-            if not rows:
+            if not pages:
                 if self._unconfirmed:  # idle, but confirmations are due: the caller asks for them
                     assert self._acking is not None
                     if not draining:
@@ -194,19 +210,19 @@ class Dispatcher:
                 self._telemetry.spool_backlog.labels(self.settings.name).set(0)
                 if draining:
                     # Collection is over; one last look, since a commit may have raced the flag.
-                    if not await self._store.read_spool(self._sent, 1):
+                    if not await self._store.read_pages(self._sent, 1):
                         return None
                     continue
                 partial_since = None
                 await self._signal.wait(IDLE_POLL_SECS)
                 continue
             max_age = self.settings.batch_max_age_secs
-            if len(rows) >= self.settings.batch_max_events or draining or not max_age:
-                return rows
+            if sum(page.events for page in pages) >= self.settings.batch_max_events or draining or not max_age:
+                return pages
             now = time.monotonic()
             partial_since = partial_since if partial_since is not None else now
             if now - partial_since >= max_age:
-                return rows
+                return pages
             await self._signal.wait(max_age - (now - partial_since))
 
     def _encoded(self, rows: list[SpoolRow]) -> list[OutEvent]:
@@ -248,3 +264,9 @@ class Dispatcher:
             )
         await self._store.record_sink_error(self.settings.name, message)
         await self._sleep(delay)
+
+
+def _through(pages: list[PageSlice], seq: int) -> list[PageSlice]:
+    """The events of ``pages`` up to ``seq``."""
+    cut = [page.through(seq) for page in pages]
+    return [page for page in cut if page is not None]

@@ -14,7 +14,7 @@ from collector.config.errors import CollectorError
 from collector.config.sinks import SinkSettings
 from collector.service.telemetry import Telemetry
 
-__all__ = ["Acknowledging", "OutEvent", "Sink", "SinkContext", "SinkError", "SinkPlugin", "SinkSettings"]
+__all__ = ["Acknowledging", "LineSink", "OutEvent", "Sink", "SinkContext", "SinkError", "SinkPlugin", "SinkSettings"]
 
 
 class SinkError(CollectorError):
@@ -70,6 +70,17 @@ class Reopenable(Protocol):
         """Close the files this sink keeps open and open their paths again, never splitting a batch
         between the old and the new file; raise :class:`SinkError` if one cannot
         be opened (the sink must then open it again before its next batch)."""
+
+
+@runtime_checkable
+class LineSink(Protocol):
+    """Optional part of a sink whose target takes events as lines of their encoding (a JSON lines
+    file, NDJSON over HTTP). With ``format = "json"`` the dispatcher hands it spooled pages as they
+    are stored, without building an :class:`OutEvent` per event (bench/throughput.py)."""
+
+    async def send_lines(self, payload: bytes, count: int) -> None:
+        """Deliver ``count`` events, encoded in the sink's format, one per line, each line ending in
+        ``\\n``; the same contract as ``send_batch`` (all of them or :class:`SinkError`)."""
 
 
 @runtime_checkable

@@ -63,7 +63,11 @@ class FileSink:
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
         if not events:
             return
-        payload = b"\n".join(e.line for e in events) + b"\n"
+        await self.send_lines(b"\n".join(e.line for e in events) + b"\n", len(events))
+
+    async def send_lines(self, payload: bytes, count: int) -> None:
+        if not count:
+            return
         async with self._file_lock:
             await anyio.to_thread.run_sync(self._write, payload)
 

@@ -43,6 +43,19 @@ class HttpSink(HttpSinkBase):
             body = b"[" + b",".join(_as_json(e, self.settings.format) for e in events) + b"]"
         await self._http.request(self.settings.method, self.settings.url, body)
 
+    async def send_lines(self, payload: bytes, count: int) -> None:
+        """Lines as they are (NDJSON), or one JSON array of them."""
+        if not count:
+            return
+        if self.settings.body_format == "ndjson":
+            body = payload
+        elif self.settings.format in ("json", "raw"):  # JSON never holds a raw newline: each one ends a document
+            body = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]"
+        else:  # cef, leef: each line becomes a JSON string
+            lines = payload.rstrip(b"\n").split(b"\n")
+            body = b"[" + b",".join(orjson.dumps(line.decode("utf-8", "replace")) for line in lines) + b"]"
+        await self._http.request(self.settings.method, self.settings.url, body)
+
     async def health_check(self) -> None:
         """An OPTIONS request: reachable, TLS verified, answering below 500 (no event is sent)."""
         await self._http.probe("OPTIONS", self.settings.url)

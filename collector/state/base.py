@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from collector.logtypes import SpoolEvent
 from collector.state.db import StoreError
-from collector.state.spool import SpoolRow, SpoolUsage
+from collector.state.spool import PageSlice, SpoolRow, SpoolUsage
 from collector.state.store import PageResult, StreamState
 
 
@@ -53,6 +53,8 @@ class StateStore(Protocol):
     async def sink_offset(self, name: str) -> int: ...
 
     async def read_spool(self, after: int, limit: int) -> list[SpoolRow]: ...
+
+    async def read_pages(self, after: int, limit: int) -> list[PageSlice]: ...
 
     async def ack(self, name: str, offset: int, delivered: int, *, now: float, sinks: Iterable[str]) -> None: ...
 

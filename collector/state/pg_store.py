@@ -26,7 +26,18 @@ from collector.logtypes import SpoolEvent, spool_bytes
 from collector.state.base import LeaseLost
 from collector.state.leases import Lease, LeaseTable, take_over
 from collector.state.pg import Outage, PgDatabase
-from collector.state.spool import Page, SpoolRow, SpoolUsage, decode_page, page_tail, take_page, usage_of
+from collector.state.spool import (
+    SLICE_COLUMNS,
+    Page,
+    PageSlice,
+    SpoolRow,
+    SpoolUsage,
+    decode_page,
+    page_tail,
+    rows_of,
+    take_slices,
+    usage_of,
+)
 from collector.state.store import PageResult, StreamState
 
 if TYPE_CHECKING:
@@ -235,24 +246,24 @@ class PostgresStore(PgDatabase, LeaseTable):
         return await self.run(op)
 
     async def read_spool(self, after: int, limit: int) -> list[SpoolRow]:
-        async def op(conn: Conn) -> list[SpoolRow]:
+        return rows_of(await self.read_pages(after, limit))
+
+    async def read_pages(self, after: int, limit: int) -> list[PageSlice]:
+        async def op(conn: Conn) -> list[PageSlice]:
             lowest = await conn.fetchval("SELECT min(first_seq) FROM spool")
             if lowest is None:
                 return []
             start = max(after, lowest - 1)  # a sink behind what drop_oldest removed reads what is left
             # Numbers are contiguous, so the pages holding start+1 .. start+limit are exactly these.
             rows = await conn.fetch(
-                "SELECT s.first_seq, s.keys, s.times, s.docs, t.account, t.log_type "
+                f"SELECT {SLICE_COLUMNS}, t.account, t.log_type "  # noqa: S608
                 "FROM spool s JOIN streams t ON t.id = s.stream_id "
                 "WHERE s.first_seq >= coalesce((SELECT max(first_seq) FROM spool WHERE first_seq <= $1), 0) "
                 "AND s.first_seq <= $2 ORDER BY s.first_seq",
                 start + 1,
                 start + limit,
             )
-            out: list[SpoolRow] = []
-            for row in rows:
-                take_page(out, tuple(row), start, limit)
-            return out
+            return take_slices(rows, start, limit)
 
         return await self.run(op, write=False)
 

@@ -48,16 +48,77 @@ def decode_page(row: Sequence[Any]) -> Page:
     return Page(int(row[0]), orjson.loads(row[1]), orjson.loads(row[2]), bytes(row[3]).split(b"\n"))
 
 
-def take_page(out: list[SpoolRow], row: Sequence[Any], after: int, limit: int) -> None:
-    """Append to ``out`` the events of one spool row (first_seq, keys, times, docs, account, log_type)
-    with seq > ``after``, until ``out`` holds ``limit``."""
-    page = decode_page(row)
-    account, log_type = row[4], row[5]
-    skip = max(0, after + 1 - page.first_seq)
-    stop = min(len(page.docs), skip + limit - len(out))
-    seq = page.first_seq
-    keys, times, docs = page.keys, page.times, page.docs
-    out.extend([SpoolRow(seq + i, keys[i], times[i], docs[i], account, log_type) for i in range(skip, stop)])
+class PageSlice(NamedTuple):
+    """Events ``first_seq`` .. ``last_seq`` of one spooled page, with their documents as stored: one
+    blob, joined by newlines. A sink that writes JSON lines takes the blob as it is; keys and times are
+    decoded only for a sink that needs events one by one (:meth:`rows`)."""
+
+    first_seq: int
+    events: int
+    docs: bytes  # the slice's JSON documents joined by b"\n" (no trailing newline)
+    account: str
+    log_type: str
+    keys: bytes | str  # the whole page's keys and times, as stored (JSON arrays) ...
+    times: bytes | str
+    skip: int  # ... of which this slice starts at index ``skip``
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.events - 1
+
+    def rows(self) -> list[SpoolRow]:
+        keys, times, docs = orjson.loads(self.keys), orjson.loads(self.times), self.docs.split(b"\n")
+        seq, skip, account, log_type = self.first_seq, self.skip, self.account, self.log_type
+        return [
+            SpoolRow(seq + i, keys[skip + i], times[skip + i], docs[i], account, log_type) for i in range(self.events)
+        ]
+
+    def through(self, seq: int) -> PageSlice | None:
+        """The part of this slice up to event ``seq``; None if it starts after it."""
+        if seq >= self.last_seq:
+            return self
+        if seq < self.first_seq:
+            return None
+        keep = seq - self.first_seq + 1
+        return self._replace(events=keep, docs=b"\n".join(self.docs.split(b"\n", keep)[:keep]))
+
+
+#: The spool columns :func:`slice_page` reads, in its order (then the stream's account and log type).
+SLICE_COLUMNS = "s.first_seq, s.events, s.keys, s.times, s.docs"
+
+
+def slice_page(row: Sequence[Any], after: int, limit: int) -> PageSlice | None:
+    """The events of one spool row (SLICE_COLUMNS, account, log_type) with seq > ``after``, at most
+    ``limit`` of them; None if there are none. Only a page cut at either end has its documents split."""
+    first, events = int(row[0]), int(row[1])
+    skip = max(0, after + 1 - first)
+    stop = min(events, skip + limit)
+    if stop <= skip:
+        return None
+    docs = bytes(row[4])
+    if skip or stop < events:
+        # JSON never holds a raw newline (orjson escapes them), so the documents split on it safely.
+        docs = b"\n".join(docs.split(b"\n")[skip:stop])
+    return PageSlice(first + skip, stop - skip, docs, row[5], row[6], row[2], row[3], skip)
+
+
+def take_slices(rows: Iterable[Any], after: int, limit: int) -> list[PageSlice]:
+    """Slices of spool rows (oldest first) after ``after``, up to ``limit`` events in all."""
+    out: list[PageSlice] = []
+    left = limit
+    for row in rows:
+        if left <= 0:
+            break
+        piece = slice_page(row, after, left)
+        if piece is not None:
+            out.append(piece)
+            left -= piece.events
+    return out
+
+
+def rows_of(slices: Iterable[PageSlice]) -> list[SpoolRow]:
+    """The events of ``slices`` one by one, oldest first."""
+    return [row for piece in slices for row in piece.rows()]
 
 
 def page_tail(page: Page, keep: int) -> tuple[int, int, bytes, bytes, bytes]:
@@ -99,21 +160,23 @@ class Spool(Database):
 
     async def read_spool(self, after: int, limit: int) -> list[SpoolRow]:
         """Up to ``limit`` events with seq > ``after``, oldest first."""
-        out: list[SpoolRow] = []
+        return rows_of(await self.read_pages(after, limit))
+
+    async def read_pages(self, after: int, limit: int) -> list[PageSlice]:
+        """Up to ``limit`` events with seq > ``after``, oldest first, as slices of their pages."""
         async with self._reading() as db:
-            # The page holding after + 1 starts at or before it: the largest first_seq <= after + 1.
+            lowest = (await (await db.execute("SELECT min(first_seq) FROM spool")).fetchone())[0]
+            if lowest is None:
+                return []
+            start = max(after, int(lowest) - 1)  # a sink behind what drop_oldest removed reads what is left
+            # Numbers are contiguous, so the pages holding start+1 .. start+limit are exactly these.
             cursor = await db.execute(
-                f"SELECT {_PAGE_COLUMNS}, t.account, t.log_type FROM spool s JOIN streams t ON t.id = s.stream_id "  # noqa: S608
+                f"SELECT {SLICE_COLUMNS}, t.account, t.log_type FROM spool s JOIN streams t ON t.id = s.stream_id "  # noqa: S608
                 "WHERE s.first_seq >= coalesce((SELECT max(first_seq) FROM spool WHERE first_seq <= ?), 0) "
-                "ORDER BY s.first_seq",
-                (after + 1,),
+                "AND s.first_seq <= ? ORDER BY s.first_seq",
+                (start + 1, start + limit),
             )
-            while len(out) < limit:
-                row = await cursor.fetchone()
-                if row is None:
-                    break
-                take_page(out, row, after, limit)
-        return out
+            return take_slices(await cursor.fetchall(), start, limit)
 
     async def ack(self, name: str, offset: int, delivered: int, *, now: float, sinks: Iterable[str]) -> None:
         """Save a sink's offset; in the same transaction, drop events every configured sink has."""

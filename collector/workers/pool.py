@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from collector.jsonbody import checked_page_records
 from collector.logs import get_logger
 from collector.logtypes import LOG_TYPES, EncodedEvent, LogType, SpoolEvent, build_event, serialize
 
@@ -45,7 +46,8 @@ BUILD_LIMIT_SECS = 60.0
 CLOSE_LIMIT_SECS = 5.0
 
 Built = tuple[list[str], list[int], list[bytes], list[bool]]  # keys, times, documents, normalized
-Task = Callable[[str, Sequence[Any], str, int], Built]
+# A page goes to a worker as its records, or as the answer they were read from (see PageBuilder.build).
+Task = Callable[[str, Sequence[Any] | bytes, str, int], Built]
 
 
 def tune_gc() -> None:
@@ -60,9 +62,10 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)  # older generations: the default ratios, so cycles still go
 
 
-def build_page(log_type_name: str, records: Sequence[Any], account: str, fallback_time: int) -> Built:
+def build_page(log_type_name: str, page: Sequence[Any] | bytes, account: str, fallback_time: int) -> Built:
     """In a worker: the page's events as four lists (cheaper to pickle than one tuple per event)."""
     log_type = LOG_TYPES[log_type_name]
+    records = checked_page_records(page, log_type.array_key) if isinstance(page, bytes) else page
     keys: list[str] = []
     times: list[int] = []
     docs: list[bytes] = []
@@ -131,15 +134,19 @@ class PageBuilder:
         self.restarts = 0  # pools replaced after a worker died
 
     async def build(
-        self, log_type: LogType, records: Sequence[Any], account: str, fallback_time: int
+        self, log_type: LogType, records: Sequence[Any], account: str, fallback_time: int, *, body: bytes | None = None
     ) -> list[SpoolEvent]:
+        """The events of ``records``. ``body``: the checked API answer they were read from; a worker
+        is then sent those bytes and reads the records again, instead of receiving them pickled (on
+        this process's feeder thread, holding the event loop's GIL)."""
         # Workers find a log type by name: a variant built at runtime has no name of its own there.
         if self.workers > 0 and len(records) >= MIN_POOLED_RECORDS and LOG_TYPES.get(log_type.name) is log_type:
+            page: Sequence[Any] | bytes = records if body is None else body
             for attempt in (1, 2):
                 pool = self._running_pool()
                 try:
                     work = asyncio.get_running_loop().run_in_executor(
-                        pool, self._task, log_type.name, records, account, fallback_time
+                        pool, self._task, log_type.name, page, account, fallback_time
                     )
                     # Shielded: a cancelled poller must not cancel the pool's future. When a worker dies,
                     # Python 3.11's pool fails every pending future and crashes on a cancelled one
