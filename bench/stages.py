@@ -84,10 +84,11 @@ async def collector(answers: list[tuple[str, bytes]], directory: Path) -> dict[s
             await store.commit_page(events, states[name].window_done(now), seen_until=now, now=now)
             spent["spool commit"] += clock() - began
             began = clock()
-            rows = await store.read_spool(delivered, PAGE_SIZE)
-            out.write(b"".join([row.doc + b"\n" for row in rows]))
-            delivered = rows[-1].seq
-            await store.ack("file", delivered, len(rows), now=now, sinks=["file"])
+            # As the dispatcher delivers to a JSON lines sink: the page's stored documents, as they are.
+            pages = await store.read_pages(delivered, PAGE_SIZE)
+            out.write(b"\n".join([page.docs for page in pages]) + b"\n")
+            delivered = pages[-1].last_seq
+            await store.ack("file", delivered, sum(page.events for page in pages), now=now, sinks=["file"])
             spent["read + deliver"] += clock() - began
     finally:
         out.close()

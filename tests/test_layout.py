@@ -15,7 +15,7 @@ from pathlib import Path
 import collector
 
 PACKAGE = Path(collector.__file__).parent
-HELPERS = {"logs", "timeutil", "tls"}  # small helpers every stage uses
+HELPERS = {"jsonbody", "logs", "timeutil", "tls"}  # small helpers every stage uses
 ENTRY_POINTS = {"__init__", "__main__", "cli", "demo"}
 TELEMETRY = "service.telemetry"  # every stage reports to it; it imports no stage
 
