@@ -129,6 +129,26 @@ async def test_a_page_sent_as_its_answer_is_what_the_loop_would_build() -> None:
     assert builder.restarts == 0
 
 
+def fail_on_answer(log_type_name: str, page: Sequence[Any] | bytes, account: str, fallback_time: int) -> Built:
+    """A task that cannot read an answer it is sent (a body and log type that disagree)."""
+    if isinstance(page, bytes):
+        raise KeyError("data")
+    raise AssertionError("only answers are sent here")
+
+
+async def test_an_answer_a_worker_cannot_read_is_built_here_from_its_records() -> None:
+    log_type = LOG_TYPES["ttp_url"]
+    page = parse_answer(200, answer_of(log_type, page_of(log_type.name)), log_type.array_key, oauth2=False)
+    builder = PageBuilder(1, task=fail_on_answer)
+    try:
+        built = await builder.build(log_type, page.records, "acme", NOW, body=page.body)
+    finally:
+        await builder.close()
+    assert all(type(e) is not EncodedEvent for e in built)  # built in this process
+    assert as_spooled(built) == as_spooled([build_event(log_type, r, "acme", NOW) for r in page.records])
+    assert builder.restarts == 0  # the worker is fine; only that page was not
+
+
 async def test_small_pages_and_no_workers_stay_in_this_process() -> None:
     log_type = LOG_TYPES["ttp_url"]
     small = page_of("ttp_url", MIN_POOLED_RECORDS - 3)[: MIN_POOLED_RECORDS - 1]

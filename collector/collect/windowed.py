@@ -169,6 +169,8 @@ class WindowedPages:
         if next_token is not None and (next_token == state.page_token or next_token in seen_tokens):
             raise _RepeatedToken("the API repeated a page token (pagination loop)")
         events = await ctx.builder.build(log_type, page.records, account.name, window_end, body=page.body)
+        page_size = page.page_size
+        del page  # its records and answer, up to max_response_bytes, are not kept through the commit
         self._records += len(events)
         newest = max((e.time for e in events if e.normalized), default=None)
         if newest is not None and (self._newest is None or newest > self._newest):
@@ -177,7 +179,7 @@ class WindowedPages:
             seen_tokens.add(next_token)
             next_state = state.next_page(window_end, next_token)
             prune_before = None
-            self._page_size = page.page_size or self._page_size
+            self._page_size = page_size or self._page_size
         else:
             next_state = state.window_done(window_end)
             self._page_size = spec.page_size

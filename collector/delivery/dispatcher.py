@@ -148,10 +148,10 @@ class Dispatcher:
         least): (seq of the last one sent, how many)."""
         limit = self.settings.batch_max_bytes
         if self._lines is not None:
-            payload = b"\n".join([page.docs for page in pages]) + b"\n"
-            if not limit or len(payload) <= limit:
-                self._batch_events = count = sum(page.events for page in pages)
-                await self._lines.send_lines(payload, count)
+            count = sum(page.events for page in pages)
+            if not limit or sum(len(page.docs) for page in pages) + count <= limit:  # each line and its newline
+                self._batch_events = count
+                await self._lines.send_lines(b"\n".join([page.docs for page in pages]) + b"\n", count)
                 return pages[-1].last_seq, count
         rows = rows_of(pages)
         batch = self._encoded(rows)

@@ -155,6 +155,11 @@ class PageBuilder:
                 except (BrokenProcessPool, TimeoutError) as why:
                     self._replace(pool, attempt, why)
                     continue
+                except Exception as exc:  # the records are at hand: build them here instead
+                    if body is None:
+                        raise
+                    self._log.warning("worker_page_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                    break
                 keys, times, docs, normalized = built
                 return [EncodedEvent(k, t, d, n) for k, t, d, n in zip(keys, times, docs, normalized, strict=True)]
         # Here: no workers, a small page, or twice in a row a worker died on this page (killed, out of memory).
