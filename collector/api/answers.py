@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from collector.api.errors import FAIL_CODE_ACTIONS, Action, ApiError, Rule, rule_for_status
-from collector.jsonbody import loads_lenient
+from collector.api.jsonbody import loads_lenient, page_records
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,9 @@ def parse_answer(status: int, raw: bytes, array_key: str | None, *, oauth2: bool
     data = doc.get("data")
     if not isinstance(data, list):
         raise ApiError(Action.RETRY, "malformed answer: no data array", status=status)
-    if array_key is None:
-        records: list[Any] = data
-        return Page(records, _next_token(doc), body=raw)
-    records = []
-    for element in data:
-        found = element.get(array_key) if isinstance(element, dict) else None
-        if not isinstance(found, list):
-            raise ApiError(Action.RETRY, f"malformed answer: no {array_key!r} array in data", status=status)
-        records.extend(found)
+    records = page_records(data, array_key)
+    if records is None:
+        raise ApiError(Action.RETRY, f"malformed answer: no {array_key!r} array in data", status=status)
     return Page(records, _next_token(doc), body=raw)
 
 

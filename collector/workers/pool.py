@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from collector.jsonbody import checked_page_records
+from collector.api.jsonbody import checked_page_records
 from collector.logs import get_logger
 from collector.logtypes import LOG_TYPES, EncodedEvent, LogType, SpoolEvent, build_event, serialize
 
