@@ -146,9 +146,8 @@ class Dispatcher:
     async def _send(self, pages: list[PageSlice]) -> tuple[int, int]:
         """Send the events of ``pages``, or the first of them that fit ``batch_max_bytes`` (one at
         least): (seq of the last one sent, how many)."""
-        limit = self.settings.batch_max_bytes
         if self._lines is not None:
-            count = sum(page.events for page in pages)
+            limit, count = self.settings.batch_max_bytes, sum(page.events for page in pages)
             if not limit or sum(len(page.docs) for page in pages) + count <= limit:  # each line and its newline
                 self._batch_events = count
                 await self._lines.send_lines(b"\n".join([page.docs for page in pages]) + b"\n", count)

@@ -35,36 +35,28 @@ class HttpSink(HttpSinkBase):
         self._http = HttpClient(settings, headers)
 
     async def send_batch(self, events: Sequence[OutEvent]) -> None:
-        if not events:
-            return
-        if self.settings.body_format == "ndjson":
-            body = b"\n".join(e.line for e in events) + b"\n"
-        else:  # a JSON array; lines that are not JSON (cef, leef) are sent as JSON strings
-            body = b"[" + b",".join(_as_json(e, self.settings.format) for e in events) + b"]"
-        await self._http.request(self.settings.method, self.settings.url, body)
+        if events:
+            await self._http.request(self.settings.method, self.settings.url, self._body([e.line for e in events]))
 
     async def send_lines(self, payload: bytes, count: int) -> None:
-        """Lines as they are (NDJSON), or one JSON array of them."""
+        """Lines as they are (NDJSON), or one JSON array of them: the body send_batch sends."""
         if not count:
             return
-        if self.settings.body_format == "ndjson":
-            body = payload
-        elif self.settings.format in ("json", "raw"):  # JSON never holds a raw newline: each one ends a document
-            body = b"[" + payload.rstrip(b"\n").replace(b"\n", b",") + b"]"
-        else:  # cef, leef: each line becomes a JSON string
-            lines = payload.rstrip(b"\n").split(b"\n")
-            body = b"[" + b",".join(orjson.dumps(line.decode("utf-8", "replace")) for line in lines) + b"]"
+        ndjson = self.settings.body_format == "ndjson"
+        body = payload if ndjson else self._body(payload.rstrip(b"\n").split(b"\n"))
         await self._http.request(self.settings.method, self.settings.url, body)
+
+    def _body(self, lines: list[bytes]) -> bytes:
+        if self.settings.body_format == "ndjson":
+            return b"\n".join(lines) + b"\n"
+        if self.settings.format in ("json", "raw"):
+            return b"[" + b",".join(lines) + b"]"
+        # A JSON array of lines that are not JSON (cef, leef): each one as a JSON string.
+        return b"[" + b",".join(orjson.dumps(line.decode("utf-8", "replace")) for line in lines) + b"]"
 
     async def health_check(self) -> None:
         """An OPTIONS request: reachable, TLS verified, answering below 500 (no event is sent)."""
         await self._http.probe("OPTIONS", self.settings.url)
-
-
-def _as_json(event: OutEvent, format_: str) -> bytes:
-    if format_ in ("json", "raw"):
-        return event.line
-    return orjson.dumps(event.line.decode("utf-8", "replace"))
 
 
 def _create(settings: SinkSettings, context: SinkContext) -> HttpSink:
